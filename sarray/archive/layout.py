@@ -1,0 +1,179 @@
+"""Names and rules of the archive layout, in one place.
+
+An archive is a Zarr v3 hierarchy::
+
+    A.zarr/
+      zarr.json                     root group; attribute ``sarray_catalog`` lists the scenes
+      scenes/<scene_id>/            one group per scene
+        backscatter   (pol, y, x)   float32, chunked (1, chunk_px, chunk_px)
+        spatial_ref   ()            CRS and geotransform (or GCPs), rioxarray's convention
+        pol           (pol,)        polarisation labels, e.g. "VV", "VH"
+
+Scene attributes (keys below) carry sensor, platform, spacing, units, time, source and stats.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from sarray.errors import ConfigError
+
+# Dimensions and variables.
+DIM_POL = "pol"
+DIM_Y = "y"
+DIM_X = "x"
+VAR_BACKSCATTER = "backscatter"
+VAR_SPATIAL_REF = "spatial_ref"
+SCENES_GROUP = "scenes"
+
+# Root attribute that holds the catalog.
+ATTR_CATALOG = "sarray_catalog"
+ATTR_LAYOUT_VERSION = "sarray_layout_version"
+LAYOUT_VERSION = 1
+
+# Scene attribute keys.
+ATTR_SCENE_ID = "scene_id"
+ATTR_SENSOR = "sensor"
+ATTR_PLATFORM = "platform"
+ATTR_SPACING_M = "pixel_spacing_m"
+ATTR_POLS = "polarisations"
+ATTR_UNITS = "units"
+ATTR_QUANTITY = "quantity"
+ATTR_TIME = "acquisition_time"
+ATTR_SOURCE = "source_files"
+ATTR_CHECKSUM = "source_sha256"
+ATTR_STATS = "statistics"
+ATTR_BBOX = "bbox_lonlat"
+ATTR_GEOREF = "georeferencing"
+ATTR_CALIBRATION = "calibration"
+ATTR_SARRAY_VERSION = "sarray_version"
+
+Platform = Literal["spaceborne", "airborne", "simulated", "synthetic"]
+Units = Literal["dn", "linear", "db"]
+Quantity = Literal["amplitude", "intensity", "unknown"]
+Georeferencing = Literal["affine", "gcps", "none"]
+
+PLATFORMS: tuple[str, ...] = ("spaceborne", "airborne", "simulated", "synthetic")
+UNITS: tuple[str, ...] = ("dn", "linear", "db")
+QUANTITIES: tuple[str, ...] = ("amplitude", "intensity", "unknown")
+POLARISATIONS: tuple[str, ...] = ("HH", "HV", "VH", "VV")
+
+# A scene id is a single safe path component: it can never escape the archive.
+_SCENE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def validate_scene_id(scene_id: str) -> str:
+    """Return ``scene_id`` if it is a safe archive key, else raise.
+
+    Args:
+        scene_id: the proposed id.
+
+    Raises:
+        ConfigError: if the id is empty, too long, contains a path separator, ``..``, or any
+            character outside ``[A-Za-z0-9._-]``, or starts with something else than a letter or
+            digit.
+    """
+    if not isinstance(scene_id, str) or not _SCENE_ID_RE.match(scene_id) or ".." in scene_id:
+        raise ConfigError(
+            f"`scene_id` ({scene_id!r}) is not a safe scene id: use 1-128 characters from "
+            "[A-Za-z0-9._-], starting with a letter or digit, without '..'"
+        )
+    return scene_id
+
+
+def sanitize_scene_id(stem: str) -> str:
+    """Turn a file stem into a valid scene id (unsafe characters become ``_``)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", stem).replace("..", "_")
+    cleaned = cleaned.lstrip("._-") or "scene"
+    return validate_scene_id(cleaned[:128])
+
+
+def scene_path(scene_id: str) -> str:
+    """The group path of a scene inside the archive."""
+    return f"{SCENES_GROUP}/{validate_scene_id(scene_id)}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArchiveLayout:
+    """How scenes are chunked on disk.
+
+    Args:
+        chunk_px: chunk edge in pixels along y and x (one polarisation per chunk). 1024 keeps a
+            float32 chunk at 4 MiB: large enough for object stores, small enough to stream.
+        shard_px: optional Zarr v3 shard edge in pixels (a multiple of ``chunk_px``); shards
+            group many chunks in one file, which keeps file counts low for continental archives.
+        compression_level: zstd level of the chunk codec.
+    """
+
+    chunk_px: int = 1024
+    shard_px: int | None = None
+    compression_level: int = 3
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.chunk_px, int) or not 16 <= self.chunk_px <= 16384:
+            raise ConfigError(
+                f"`chunk_px` ({self.chunk_px!r}) must be an integer in [16, 16384]; 1024 is usual"
+            )
+        if self.shard_px is not None and (
+            not isinstance(self.shard_px, int)
+            or self.shard_px < self.chunk_px
+            or self.shard_px % self.chunk_px
+        ):
+            raise ConfigError(
+                f"`shard_px` ({self.shard_px!r}) must be a multiple of `chunk_px` "
+                f"({self.chunk_px}): e.g. {self.chunk_px * 8}, or leave it unset for no sharding"
+            )
+        if not 0 <= self.compression_level <= 22:
+            raise ConfigError(
+                f"`compression_level` ({self.compression_level}) must be in [0, 22] (zstd)"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArchiveLayout:
+        return cls(**data)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SceneRecord:
+    """One catalog entry: what ``ls`` and filters need without opening the scene.
+
+    Args:
+        scene_id: the scene key.
+        sensor: e.g. ``"Sentinel-1B"``, ``"Umbra-04"``; ``"unknown"`` when not known.
+        platform: spaceborne | airborne | simulated | synthetic.
+        acquisition_time: ISO 8601 UTC string, or None when not known.
+        bbox_lonlat: (min_lon, min_lat, max_lon, max_lat), or None without georeferencing.
+        shape: (pol, y, x).
+        pixel_spacing_m: (y, x) spacing in metres.
+        polarisations: labels along ``pol``.
+        units: dn | linear | db.
+        source_sha256: checksum of the source file(s); ingesting the same source is a no-op.
+    """
+
+    scene_id: str
+    sensor: str
+    platform: str
+    acquisition_time: str | None
+    bbox_lonlat: tuple[float, float, float, float] | None
+    shape: tuple[int, int, int]
+    pixel_spacing_m: tuple[float, float] | None
+    polarisations: tuple[str, ...]
+    units: str
+    source_sha256: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SceneRecord:
+        d = dict(data)
+        for key in ("bbox_lonlat", "shape", "pixel_spacing_m", "polarisations"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)

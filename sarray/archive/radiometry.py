@@ -1,0 +1,63 @@
+"""Conversions between the archive's radiometric units and amplitude.
+
+SAR backscatter in dB is always 10 log10 of an intensity (power). Stored values are one of:
+
+- ``db``: 10 log10(intensity).
+- ``linear`` with quantity ``intensity`` (e.g. calibrated sigma0) or ``amplitude`` (|SLC|).
+- ``dn``: digital numbers of a detected product, proportional to amplitude (Sentinel-1 GRD DN,
+  8-bit geocoded products).
+
+Every function is pure numpy (works on numpy and dask arrays alike) and exactly invertible.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sarray.errors import ConfigError
+from sarray.archive.layout import QUANTITIES, UNITS
+
+
+def _check(units: str, quantity: str) -> None:
+    if units not in UNITS:
+        raise ConfigError(f"`units` ({units!r}) must be one of {UNITS}")
+    if quantity not in QUANTITIES:
+        raise ConfigError(f"`quantity` ({quantity!r}) must be one of {QUANTITIES}")
+
+
+def to_amplitude(values: Any, *, units: str, quantity: str) -> Any:
+    """Convert stored values to amplitude (linear, sqrt of intensity).
+
+    Args:
+        values: array in archive units.
+        units: ``dn``, ``linear`` or ``db``.
+        quantity: ``amplitude``, ``intensity`` or ``unknown`` (unknown linear values and DN are
+            taken as amplitude).
+    """
+    _check(units, quantity)
+    if units == "db":
+        return 10.0 ** (values / 20.0)
+    if quantity == "intensity":
+        return np.sqrt(values)
+    return values
+
+
+def from_amplitude(amplitude: Any, *, units: str, quantity: str) -> Any:
+    """Inverse of :func:`to_amplitude`."""
+    _check(units, quantity)
+    if units == "db":
+        return 20.0 * np.log10(amplitude)
+    if quantity == "intensity":
+        return amplitude * amplitude
+    return amplitude
+
+
+def to_db(values: Any, *, units: str, quantity: str) -> Any:
+    """Convert stored values to dB of intensity (for quicklooks and metrics)."""
+    _check(units, quantity)
+    if units == "db":
+        return values
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 20.0 * np.log10(to_amplitude(values, units=units, quantity=quantity))

@@ -1,0 +1,31 @@
+"""The exceptions sarray raises. Every message names the input, the problem and the fix."""
+
+from __future__ import annotations
+
+
+class SarrayError(ValueError):
+    """Base class of every error sarray raises on purpose."""
+
+
+class ConfigError(SarrayError):
+    """A configuration value is out of range or inconsistent."""
+
+
+class IngestError(SarrayError):
+    """An input file cannot be ingested (missing, corrupt, unsupported, no georeferencing...)."""
+
+
+class ArchiveError(SarrayError):
+    """The archive is missing, malformed, or does not hold what was asked for."""
+
+
+class SceneNotFoundError(ArchiveError):
+    """A scene id that is not in the archive's catalog."""
+
+
+class ModelError(SarrayError):
+    """Model weights missing or invalid, or a model configuration that cannot be built."""
+
+
+class ReplicaError(SarrayError):
+    """A failure inside a model replica, re-raised with the key of the tile that failed."""
