@@ -1,0 +1,37 @@
+"""``sarray model ...``: inspect model presets."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+app = typer.Typer(
+    help="Model presets and replicas.\n\nExample: sarray model info --preset sdxl --json",
+    no_args_is_help=True,
+)
+
+
+@app.callback()
+def _main() -> None:
+    """Model presets and replicas."""
+
+
+@app.command()
+def info(
+    preset: str = typer.Option("sdxl", "--preset", help="Preset to size: sdxl or tiny."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (total under total_params)."),
+) -> None:
+    """Parameter count per component and weight memory per dtype (built on the meta device).
+
+    Example: sarray model info --preset sdxl
+    """
+    from sarray.errors import SarrayError
+    from sarray.models.info import format_info, model_info
+
+    try:
+        result = model_info(preset)
+    except SarrayError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(json.dumps(result, indent=2) if as_json else format_info(result))
