@@ -104,12 +104,10 @@ class ArchiveLayout:
             float32 chunk at 4 MiB: large enough for object stores, small enough to stream.
         shard_px: optional Zarr v3 shard edge in pixels (a multiple of ``chunk_px``); shards
             group many chunks in one file, which keeps file counts low for continental archives.
-        compression_level: zstd level of the chunk codec.
     """
 
     chunk_px: int = 1024
     shard_px: int | None = None
-    compression_level: int = 3
 
     def __post_init__(self) -> None:
         if not isinstance(self.chunk_px, int) or not 16 <= self.chunk_px <= 16384:
@@ -125,10 +123,11 @@ class ArchiveLayout:
                 f"`shard_px` ({self.shard_px!r}) must be a multiple of `chunk_px` "
                 f"({self.chunk_px}): e.g. {self.chunk_px * 8}, or leave it unset for no sharding"
             )
-        if not 0 <= self.compression_level <= 22:
-            raise ConfigError(
-                f"`compression_level` ({self.compression_level}) must be in [0, 22] (zstd)"
-            )
+
+    @property
+    def write_block_px(self) -> int:
+        """Edge of the blocks that are written in one piece (a shard if sharded, else a chunk)."""
+        return self.shard_px or self.chunk_px
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,91 @@
+"""Getting scenes out of the archive: Cloud-Optimised GeoTIFF and dB quicklook PNG."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sarray.archive.layout import VAR_BACKSCATTER
+from sarray.archive.radiometry import to_db
+from sarray.archive.store import Archive
+from sarray.errors import ConfigError
+
+
+def export_cog(archive: Archive, scene_id: str, out: str | Path) -> Path:
+    """Write a scene as a COG with its georeferencing (transform or GCPs) via rioxarray.
+
+    Band descriptions carry the polarisation labels; the archive's units are in the tags.
+    """
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+
+    out = Path(out)
+    if out.suffix.lower() not in (".tif", ".tiff"):
+        raise ConfigError(f"`out` ({out}) must end in .tif or .tiff")
+    ds = archive.open_scene(scene_id)
+    arr = ds[VAR_BACKSCATTER]
+    arr = arr.assign_attrs(
+        long_name=tuple(str(p) for p in arr["pol"].values),
+        units=ds.attrs.get("units"),
+        scene_id=scene_id,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    arr.rio.to_raster(tmp, driver="COG", compress="DEFLATE", predictor=3, nodata=np.nan,
+                      tiled=True, BIGTIFF="IF_SAFER")
+    tmp.replace(out)
+    return out
+
+
+def render_quicklook(
+    archive: Archive, scene_id: str, *, max_px: int = 1024, pols: tuple[str, ...] | None = None
+) -> np.ndarray:
+    """A uint8 dB image of a scene: one grey panel per polarisation, side by side.
+
+    The scene is read with a stride so that the longest side is at most ``max_px``; each panel
+    is stretched between its 2nd and 98th dB percentiles.
+    """
+    ds = archive.open_scene(scene_id)
+    arr = ds[VAR_BACKSCATTER]
+    if pols:
+        unknown = [p for p in pols if p not in arr["pol"].values]
+        if unknown:
+            raise ConfigError(
+                f"`pols` ({','.join(unknown)}) not in scene {scene_id} "
+                f"(has {','.join(map(str, arr['pol'].values))})"
+            )
+        arr = arr.sel(pol=list(pols))
+    h, w = arr.shape[1:]
+    step = max(1, math.ceil(max(h, w) / max_px))
+    small = arr[:, ::step, ::step].values.astype(np.float64)
+    db = to_db(small, units=ds.attrs["units"], quantity=ds.attrs.get("quantity", "unknown"))
+    return np.concatenate([stretch_db(panel) for panel in db], axis=1)
+
+
+def stretch_db(db: np.ndarray) -> np.ndarray:
+    """Map dB values to uint8 between the 2nd and 98th percentiles; NaN becomes black."""
+    finite = db[np.isfinite(db)]
+    if finite.size == 0:
+        return np.zeros(db.shape, np.uint8)
+    lo, hi = np.percentile(finite, [2, 98])
+    scaled = (db - lo) / max(hi - lo, 1e-6)
+    return (np.nan_to_num(np.clip(scaled, 0, 1), nan=0.0) * 255).astype(np.uint8)
+
+
+def save_png(image: np.ndarray, out: str | Path) -> Path:
+    """Write a uint8 array (H, W) or (H, W, 3) as PNG."""
+    from PIL import Image
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(out)
+    return out
+
+
+def write_quicklook(archive: Archive, scene_id: str, out: str | Path, **kw: Any) -> Path:
+    """Render and save a quicklook PNG (see :func:`render_quicklook`)."""
+    if Path(out).suffix.lower() != ".png":
+        raise ConfigError(f"`out` ({out}) must end in .png")
+    return save_png(render_quicklook(archive, scene_id, **kw), out)

@@ -1,0 +1,199 @@
+"""The `sarray` command. Each command parses, builds a config, calls one library function.
+
+Errors that sarray raises on purpose (bad input, unknown scene...) print one line on stderr and
+exit with status 1; usage errors exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import wraps
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from sarray.errors import SarrayError
+
+app = typer.Typer(
+    help="sarray: satellite SAR archives to airborne-resolution SAR.\n\n"
+    "Example:\n\n  sarray ingest scene.tif --archive A.zarr && sarray ls A.zarr",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a SarrayError into one line on stderr and exit status 1."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SarrayError as e:
+            typer.echo(f"sarray: error: {e}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _floats(text: str | None, n: int, name: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != n:
+        raise typer.BadParameter(f"{name} ({text!r}) needs {n} comma-separated numbers")
+    return vals
+
+
+@app.command(
+    epilog="Example: sarray ingest s1.tif umbra.tif --archive A.zarr --platform spaceborne"
+)
+@_friendly
+def ingest(
+    paths: list[Path] = typer.Argument(..., help="GeoTIFF/COG files or Sentinel-1 *.SAFE folders."),
+    archive: Path = typer.Option(..., "--archive", "-a", help="Archive path (created if missing)."),
+    platform: str = typer.Option("spaceborne", help="spaceborne | airborne | simulated | synthetic."),
+    units: Optional[str] = typer.Option(None, help="Units of float inputs: db | linear (default: inferred)."),
+    scene_id: Optional[str] = typer.Option(None, "--scene-id", help="Scene id (default: from the file name)."),
+    sensor: Optional[str] = typer.Option(None, help="Sensor name (default: inferred for Sentinel-1)."),
+    time: Optional[str] = typer.Option(None, "--time", help="Acquisition time, ISO 8601."),
+    pol: Optional[list[str]] = typer.Option(None, "--pol", help="Polarisation label per band, repeatable."),
+    spacing_m: Optional[float] = typer.Option(None, "--spacing-m", help="Pixel spacing for rasters without georeferencing."),
+    stack: bool = typer.Option(False, "--stack", help="Make one scene of all PATHs (a polarisation stack)."),
+    calibration: str = typer.Option("sigma0", help="SAFE calibration: sigma0 | beta0 | gamma0 | none."),
+    swath: Optional[str] = typer.Option(None, help="SAFE swath, e.g. IW or IW1."),
+    burst: Optional[int] = typer.Option(None, help="SLC burst index within the swath."),
+    window: Optional[str] = typer.Option(None, help="Only this window: ROW,COL,HEIGHT,WIDTH."),
+    chunk_px: int = typer.Option(1024, help="Chunk edge in pixels."),
+    shard_px: Optional[int] = typer.Option(None, help="Zarr v3 shard edge in pixels (multiple of --chunk-px)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Ingest rasters or Sentinel-1 SAFE products into an archive (atomic, idempotent)."""
+    from sarray.archive.layout import ArchiveLayout
+    from sarray.ingest.config import IngestConfig, Window
+    from sarray.ingest.run import ingest as run_ingest
+
+    config = IngestConfig(
+        platform=platform, units=units, scene_id=scene_id, sensor=sensor, acquisition_time=time,
+        pols=tuple(p.upper() for p in pol) if pol else None, spacing_m=spacing_m,
+        grouping="stack" if stack else "per-file", calibration=calibration, swath=swath,
+        burst=burst, window=Window.parse(window) if window else None,
+        layout=ArchiveLayout(chunk_px=chunk_px, shard_px=shard_px),
+    )
+    for r in run_ingest(paths, archive, config, progress=not quiet):
+        shape = "x".join(map(str, r.shape))
+        typer.echo(f"{r.status:6s} {r.scene_id}  {shape}  {r.units}")
+
+
+@app.command(name="ls", epilog="Example: sarray ls A.zarr --platform airborne --bbox 4,51,5,52")
+@_friendly
+def ls_(
+    archive: Path = typer.Argument(..., help="Archive path."),
+    sensor: Optional[str] = typer.Option(None, help="Substring of the sensor name."),
+    platform: Optional[str] = typer.Option(None, help="Exact platform."),
+    start: Optional[str] = typer.Option(None, help="Acquired at or after (ISO 8601)."),
+    end: Optional[str] = typer.Option(None, help="Acquired at or before (ISO 8601)."),
+    bbox: Optional[str] = typer.Option(None, help="MINLON,MINLAT,MAXLON,MAXLAT that footprints intersect."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List the scenes of an archive, filtered from the catalog (no scene is opened)."""
+    from sarray.archive.store import Archive, SceneFilter
+
+    flt = SceneFilter(sensor=sensor, platform=platform, start=start, end=end,
+                      bbox_lonlat=_floats(bbox, 4, "--bbox"))  # type: ignore[arg-type]
+    recs = Archive(archive).require().find(flt)
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in recs], indent=1))
+        return
+    typer.echo(f"{len(recs)} scene(s) in {archive}")
+    for r in recs:
+        spacing = f"{r.pixel_spacing_m[1]:.3g} m" if r.pixel_spacing_m else "?"
+        typer.echo(
+            f"  {r.scene_id:40s} {r.platform:10s} {r.sensor:12s} {r.acquisition_time or '-':19s} "
+            f"{'x'.join(map(str, r.shape)):>16s} {spacing:>8s} {','.join(r.polarisations)} {r.units}"
+        )
+
+
+@app.command(epilog="Example: sarray info A.zarr my_scene --json")
+@_friendly
+def info(
+    archive: Path = typer.Argument(..., help="Archive path."),
+    scene: str = typer.Argument(..., help="Scene id."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Shape, spacing, CRS, extent and statistics of a scene."""
+    from sarray.archive.describe import describe_scene
+    from sarray.archive.store import Archive
+
+    d = describe_scene(Archive(archive).require(), scene)
+    if as_json:
+        typer.echo(json.dumps(d, indent=1))
+        return
+    crs = d["crs_wkt"]
+    if crs:
+        from pyproj import CRS
+
+        crs = CRS.from_wkt(crs).to_string()
+    lines = [
+        f"scene        {d['scene_id']}",
+        f"shape        {' x '.join(map(str, d['shape']))} ({', '.join(d['dims'])})",
+        f"pols         {', '.join(d['polarisations'])}",
+        f"units        {d['units']} ({d['quantity']}), calibration {d['calibration']}",
+        f"sensor       {d['sensor']} ({d['platform']}), acquired {d['acquisition_time'] or 'unknown'}",
+        f"spacing      {d['pixel_spacing_m']} m (y, x)",
+        f"crs          {crs or 'none'} ({d['georeferencing']}, {d['gcp_count']} GCPs)",
+        f"geotransform {d['geotransform']}",
+        f"extent       {d['extent']}",
+        f"bbox lon/lat {d['bbox_lonlat']}",
+    ]
+    for pol, st in (d["statistics"] or {}).items():
+        if "mean" in st:
+            lines.append(
+                f"stats {pol:5s}  mean {st['mean']:.4g}  std {st['std']:.4g}  min {st['min']:.4g}  "
+                f"max {st['max']:.4g}  dB mean {st['db_mean']:.2f}  valid {st['valid_fraction']:.1%}"
+            )
+    typer.echo("\n".join(lines))
+
+
+@app.command(epilog="Example: sarray quicklook A.zarr my_scene -o ql.png")
+@_friendly
+def quicklook(
+    archive: Path = typer.Argument(..., help="Archive path."),
+    scene: str = typer.Argument(..., help="Scene id."),
+    out: Path = typer.Option(..., "-o", "--out", help="PNG to write."),
+    max_px: int = typer.Option(1024, help="Longest side of each panel."),
+) -> None:
+    """Write a dB-scaled PNG, one panel per polarisation."""
+    from sarray.archive.export import write_quicklook
+    from sarray.archive.store import Archive
+
+    typer.echo(write_quicklook(Archive(archive).require(), scene, out, max_px=max_px))
+
+
+@app.command(epilog="Example: sarray export A.zarr my_scene -o scene.tif")
+@_friendly
+def export(
+    archive: Path = typer.Argument(..., help="Archive path."),
+    scene: str = typer.Argument(..., help="Scene id."),
+    out: Path = typer.Option(..., "-o", "--out", help="GeoTIFF (COG) to write."),
+) -> None:
+    """Export a scene as a Cloud-Optimised GeoTIFF with its georeferencing."""
+    from sarray.archive.export import export_cog
+    from sarray.archive.store import Archive
+
+    typer.echo(export_cog(Archive(archive).require(), scene, out))
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

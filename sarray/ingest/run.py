@@ -1,0 +1,259 @@
+"""Ingest files into an archive: validate everything, stage every scene, then commit each.
+
+All-or-nothing per call: every input is validated and fully staged (written, checked for
+all-NaN bands) before the first commit, so a bad file among many leaves the archive as it was.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sarray import __version__
+from sarray.archive.layout import (
+    ATTR_BBOX,
+    ATTR_CALIBRATION,
+    ATTR_CHECKSUM,
+    ATTR_GEOREF,
+    ATTR_PLATFORM,
+    ATTR_POLS,
+    ATTR_QUANTITY,
+    ATTR_SARRAY_VERSION,
+    ATTR_SCENE_ID,
+    ATTR_SENSOR,
+    ATTR_SOURCE,
+    ATTR_SPACING_M,
+    ATTR_STATS,
+    ATTR_TIME,
+    ATTR_UNITS,
+    SceneRecord,
+)
+from sarray.archive.store import ATTR_RECORD, Archive
+from sarray.archive.write import combine_stats, stage_scene_graph
+from sarray.errors import ArchiveError, ConfigError, IngestError
+from sarray.ingest.config import IngestConfig
+from sarray.ingest.source import SceneSource, bbox_from_gcps, bbox_from_transform, sha256_files
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngestResult:
+    """What happened to one scene: ``added`` or ``exists`` (already in the archive)."""
+
+    scene_id: str
+    status: str
+    shape: tuple[int, int, int]
+    units: str
+    source_files: tuple[str, ...]
+
+
+def is_safe(path: Path) -> bool:
+    """A Sentinel-1 SAFE product: a ``*.SAFE`` folder, or its ``manifest.safe``."""
+    return path.name.upper().endswith(".SAFE") or path.name == "manifest.safe"
+
+
+def open_sources(paths: list[Path], config: IngestConfig) -> list[SceneSource]:
+    """Validate the inputs and describe the scenes they make. Touches no archive."""
+    from sarray.ingest.geotiff import open_geotiffs
+
+    if not paths:
+        raise ConfigError("`paths` is empty: give at least one file to ingest")
+    safes = [p for p in paths if is_safe(p)]
+    rasters = [p for p in paths if not is_safe(p)]
+    if config.grouping == "stack" and safes:
+        raise ConfigError("`grouping`=stack applies to GeoTIFFs; a SAFE product stacks its own pols")
+    sources: list[SceneSource] = []
+    if safes:
+        from sarray.ingest.safe import open_safe
+
+        sources += [open_safe(p, config) for p in safes]
+    if rasters:
+        sources += open_geotiffs(rasters, config)
+    if config.scene_id is not None and len(sources) > 1:
+        raise ConfigError(
+            f"`scene_id` ({config.scene_id}) names one scene but the inputs make {len(sources)}; "
+            "drop --scene-id, or use --stack to make one scene of all files"
+        )
+    ids = [s.scene_id for s in sources]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ConfigError(f"inputs map to the same scene id {dupes[0]!r}: ingest them separately "
+                          "with --scene-id, or as one scene with --stack")
+    return sources
+
+
+def selection_of(config: IngestConfig) -> dict[str, Any]:
+    """The config fields that change which pixels a source gives. Together with the source
+    checksum they decide whether an ingest is a repeat (a no-op) or a new scene."""
+    d = config.to_dict()
+    return {k: d[k] for k in ("window", "swath", "burst", "calibration", "units", "pols")}
+
+
+def _record(src: SceneSource, checksum: str, shape: tuple[int, int, int],
+            selection: dict[str, Any]) -> SceneRecord:
+    g = src.georef
+    if g.transform is not None:
+        bbox = bbox_from_transform(g.transform, g.crs_wkt, shape[1:])
+    elif g.gcps:
+        bbox = bbox_from_gcps(g.gcps, g.crs_wkt)
+    else:
+        bbox = None
+    return SceneRecord(
+        scene_id=src.scene_id,
+        sensor=src.sensor,
+        platform=src.platform,
+        acquisition_time=src.acquisition_time,
+        bbox_lonlat=bbox,
+        shape=shape,
+        pixel_spacing_m=src.spacing_m,
+        polarisations=src.pols,
+        units=src.units,
+        source_sha256=checksum,
+        extra={"selection": selection},
+    )
+
+
+def ingest(
+    paths: list[str | Path],
+    archive: str | Path,
+    config: IngestConfig | None = None,
+    *,
+    progress: bool = False,
+) -> list[IngestResult]:
+    """Ingest raster files or SAFE products into an archive.
+
+    Args:
+        paths: inputs (GeoTIFF/COG/any GDAL raster, or ``*.SAFE`` folders).
+        archive: the archive path (created on the first commit).
+        config: how to read and label the inputs.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        One :class:`IngestResult` per scene.
+
+    Raises:
+        IngestError: a bad input, naming the file; the archive is left unchanged.
+    """
+    import dask
+
+    from sarray.progress import dask_progress
+
+    config = config or IngestConfig()
+    arch = Archive(archive)
+    if arch.path.exists() and not arch.exists():
+        raise ArchiveError(f"archive {arch.path}: exists but holds no zarr.json; pick another path")
+    if arch.exists():
+        arch.require()
+
+    # 1. Validate every input and describe its scene (headers only).
+    sources = open_sources([Path(p) for p in paths], config)
+
+    # 2. Scenes whose id is already taken: decide now, from the checksum, without staging.
+    catalog = arch.catalog()
+    selection = selection_of(config)
+    results: list[IngestResult] = []
+    todo: list[tuple[SceneSource, Any]] = []
+    pool = cf.ThreadPoolExecutor(max_workers=1)  # hashes overlap with the pixel work
+    try:
+        for src in sources:
+            files = [Path(f) for f in src.source_files]
+            if src.scene_id in catalog:
+                digest = sha256_files(_hash_inputs(files))
+                rec = catalog[src.scene_id]
+                if rec.source_sha256 != digest or rec.extra.get("selection") != selection:
+                    raise ArchiveError(
+                        f"scene {src.scene_id!r}: already in {arch.path} from another source "
+                        f"({src.source_files[0]}, or its window/burst/calibration, differs); "
+                        "pass --scene-id to pick a new id"
+                    )
+                results.append(IngestResult(scene_id=src.scene_id, status="exists", shape=rec.shape,
+                                            units=rec.units, source_files=src.source_files))
+                continue
+            todo.append((src, pool.submit(sha256_files, _hash_inputs(files))))
+        if not todo:
+            return results
+        arch.recover()
+
+        # 3. Stage every scene: write, and gather statistics in the same pass.
+        staged: list[Path] = []
+        parts: list[Any] = []
+        try:
+            for i in range(0, len(todo), config.parallel_files):
+                batch = [src for src, _ in todo[i : i + config.parallel_files]]
+                graphs = []
+                for src in batch:
+                    staged.append(arch.new_staging_dir(src.scene_id))
+                    graphs += stage_scene_graph(src.data, src.pols, src.georef, src.units,
+                                                src.quantity, staged[-1], config.layout)
+                label = batch[0].scene_id if len(batch) == 1 else f"{len(batch)} scenes"
+                with dask_progress(f"ingest {label}", enabled=progress):
+                    computed = dask.compute(*graphs)
+                parts += computed[1::2]
+            # 4. Check the content, then write the scene attributes.
+            finals = []
+            for (src, fut), path, part in zip(todo, staged, parts):
+                shape = tuple(int(v) for v in src.data.shape)
+                stats = combine_stats(part, src.pols, shape[1] * shape[2])
+                for pol, st in stats.items():
+                    if st["valid_fraction"] == 0.0:
+                        raise IngestError(
+                            f"{src.source_files[0]}: band {pol} is all NaN, inf or nodata; "
+                            "nothing to ingest"
+                        )
+                record = _record(src, fut.result(), shape, selection)  # type: ignore[arg-type]
+                _write_attrs(path, src, record, stats, config)
+                finals.append((path, record, src))
+        except BaseException:
+            for path in staged:
+                arch.discard_staging(path)
+            raise
+
+        # 5. Commit each scene atomically.
+        for path, record, src in finals:
+            status = arch.commit(path, record)
+            results.append(IngestResult(scene_id=record.scene_id, status=status,
+                                        shape=record.shape, units=record.units,
+                                        source_files=src.source_files))
+        return results
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _hash_inputs(files: list[Path]) -> list[Path]:
+    """The files whose bytes define a source (every file inside a SAFE folder)."""
+    out: list[Path] = []
+    for f in files:
+        out += sorted(p for p in f.rglob("*") if p.is_file()) if f.is_dir() else [f]
+    return out
+
+
+def _write_attrs(path: Path, src: SceneSource, record: SceneRecord, stats: dict[str, Any],
+                 config: IngestConfig) -> None:
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    group.attrs.update(
+        {
+            ATTR_SCENE_ID: src.scene_id,
+            ATTR_SENSOR: src.sensor,
+            ATTR_PLATFORM: src.platform,
+            ATTR_SPACING_M: list(src.spacing_m) if src.spacing_m else None,
+            ATTR_POLS: list(src.pols),
+            ATTR_UNITS: src.units,
+            ATTR_QUANTITY: src.quantity,
+            ATTR_TIME: src.acquisition_time,
+            ATTR_SOURCE: list(src.source_files),
+            ATTR_CHECKSUM: record.source_sha256,
+            ATTR_STATS: stats,
+            ATTR_BBOX: list(record.bbox_lonlat) if record.bbox_lonlat else None,
+            ATTR_GEOREF: src.georef.kind,
+            ATTR_CALIBRATION: src.calibration,
+            ATTR_SARRAY_VERSION: __version__,
+            "ingested_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "layout": config.layout.to_dict(),
+            ATTR_RECORD: record.to_dict(),
+            **src.extra_attrs,
+        }
+    )
