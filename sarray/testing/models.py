@@ -55,3 +55,13 @@ def speckle_scene(
         "statistics": compute_statistics(values, units=units, quantity=quantity, polarisations=pols),
     }
     return values, meta
+
+
+def batch_of(tiles: np.ndarray, meta: dict[str, Any], scene: str = "scene-a", start: int = 0) -> dict[str, Any]:
+    """A replica batch of ``tiles`` ``(N, P, h, w)`` from one scene, tile indices start, start+1..."""
+    return {
+        "tiles": tiles,
+        "scene_id": [scene] * len(tiles),
+        "tile_index": list(range(start, start + len(tiles))),
+        "meta": meta,
+    }

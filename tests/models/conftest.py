@@ -7,26 +7,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-SPAIN = DATA / "sentinel1" / "sen1floods11" / "Spain_7370579_S1Hand.tif"
-UMBRA = DATA / "umbra" / "umbra_yasur_train.tif"
+SPAIN = Path("sentinel1") / "sen1floods11" / "Spain_7370579_S1Hand.tif"
+UMBRA = Path("umbra") / "umbra_yasur_train.tif"
 
 
 def _read(path: Path, window: tuple[int, int, int, int]) -> np.ndarray:
-    rasterio = pytest.importorskip("rasterio")
-    if not path.exists():
-        pytest.skip(f"test data {path} not found (expected the shared data beside the repo)")
+    import rasterio
+    import rasterio.windows
+
     row, col, h, w = window
     with rasterio.open(path) as ds:
         return ds.read(window=rasterio.windows.Window(col, row, w, h)).astype(np.float32)
 
 
 @pytest.fixture(scope="session")
-def spain() -> tuple[np.ndarray, dict]:
+def spain(data_dir: Path) -> tuple[np.ndarray, dict]:
     """Sentinel-1 VV/VH sigma0 in dB, 128 x 128 px, with statistics over the whole 512 x 512 file."""
     from sarray.models.normalise import compute_statistics
 
-    full = _read(SPAIN, (0, 0, 512, 512))
+    full = _read(data_dir / SPAIN, (0, 0, 512, 512))
     meta = {
         "units": "db", "quantity": "intensity", "polarisations": ["VV", "VH"],
         "pixel_spacing_m": [10.0, 10.0], "sensor": "Sentinel-1", "platform": "spaceborne",
@@ -38,11 +37,11 @@ def spain() -> tuple[np.ndarray, dict]:
 
 
 @pytest.fixture(scope="session")
-def umbra() -> tuple[np.ndarray, dict]:
+def umbra(data_dir: Path) -> tuple[np.ndarray, dict]:
     """Umbra X-band single-pol 8-bit DN, 64 x 64 px."""
     from sarray.models.normalise import compute_statistics
 
-    full = _read(UMBRA, (600, 800, 256, 256))
+    full = _read(data_dir / UMBRA, (600, 800, 256, 256))
     meta = {
         "units": "dn", "quantity": "amplitude", "polarisations": ["VV"],
         "pixel_spacing_m": [0.59, 0.59], "sensor": "Umbra-04", "platform": "spaceborne",
@@ -67,11 +66,9 @@ def tiny_weights(tmp_path_factory) -> Path:
     return save_tiny_weights(tmp_path_factory.mktemp("tiny-weights") / "tiny", seed=0)
 
 
-def batch_of(tiles: np.ndarray, meta: dict, scene: str = "scene-a", start: int = 0) -> dict:
-    """A replica batch of ``tiles`` (N, P, h, w) from one scene, indices start, start+1..."""
-    return {
-        "tiles": tiles,
-        "scene_id": [scene] * len(tiles),
-        "tile_index": list(range(start, start + len(tiles))),
-        "meta": meta,
-    }
+
+def pytest_configure(config: pytest.Config) -> None:
+    # diffusers' Euler scheduler calls np.array(tensor, copy=False) internally (numpy 2 notice).
+    config.addinivalue_line(
+        "filterwarnings", "ignore:__array__ implementation doesn't accept a copy:DeprecationWarning"
+    )
