@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from sarray.archive.layout import VAR_BACKSCATTER
+from sarray.archive.layout import DIM_X, DIM_Y, VAR_BACKSCATTER
 from sarray.archive.radiometry import to_db
 from sarray.archive.store import Archive
 from sarray.errors import ConfigError
@@ -25,17 +25,28 @@ def export_cog(archive: Archive, scene_id: str, out: str | Path) -> Path:
     if out.suffix.lower() not in (".tif", ".tiff"):
         raise ConfigError(f"`out` ({out}) must end in .tif or .tiff")
     ds = archive.open_scene(scene_id)
-    arr = ds[VAR_BACKSCATTER]
+    # Without the x/y coordinates rioxarray takes the exact GeoTransform attribute instead of
+    # recomputing a transform from rounded pixel-centre coordinates.
+    arr = ds[VAR_BACKSCATTER].drop_vars([DIM_X, DIM_Y], errors="ignore")
     arr = arr.assign_attrs(
         long_name=tuple(str(p) for p in arr["pol"].values),
         units=ds.attrs.get("units"),
         scene_id=scene_id,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
+    # rioxarray writes the pixels and georeferencing (GCPs included) to a tiled GTiff; GDAL's COG
+    # driver then copies it with overviews (writing COG directly drops GCPs).
+    staging = out.with_name(f".{out.name}.gtiff.tmp")
     tmp = out.with_name(f".{out.name}.tmp")
-    arr.rio.to_raster(tmp, driver="COG", compress="DEFLATE", predictor=3, nodata=np.nan,
-                      tiled=True, BIGTIFF="IF_SAFER")
-    tmp.replace(out)
+    try:
+        arr.rio.to_raster(staging, driver="GTiff", tiled=True, nodata=np.nan, BIGTIFF="IF_SAFER")
+        from rasterio.shutil import copy as rio_copy
+
+        rio_copy(staging, tmp, driver="COG", compress="DEFLATE", predictor=3, BIGTIFF="IF_SAFER")
+        tmp.replace(out)
+    finally:
+        staging.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -105,7 +105,8 @@ def build_dataset(
 
         gcps = [GroundControlPoint(row=g[0], col=g[1], x=g[2], y=g[3], z=g[4]) for g in georef.gcps]
         ds = ds.rio.write_gcps(gcps, georef.crs_wkt, grid_mapping_name=VAR_SPATIAL_REF)
-    ds[VAR_BACKSCATTER].attrs["grid_mapping"] = VAR_SPATIAL_REF
+    if georef.crs_wkt is not None:
+        ds[VAR_BACKSCATTER].attrs["grid_mapping"] = VAR_SPATIAL_REF
     return ds
 
 

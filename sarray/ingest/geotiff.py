@@ -82,12 +82,16 @@ def _probe(path: Path) -> _FileInfo:
                 nodata=ds.nodata,
                 descriptions=tuple(ds.descriptions),
             )
-            # Read one small window at each end: catches most truncated files before any write.
+    except RasterioIOError as e:
+        raise IngestError(f"{path}: not a readable raster ({_short(e)})") from None
+    try:
+        # Read one pixel at each end: catches most truncated files before anything is written.
+        with rasterio.open(path) as ds:
             h, w = ds.height, ds.width
             for row, col in ((0, 0), (max(h - 1, 0), max(w - 1, 0))):
                 ds.read(1, window=rasterio.windows.Window(col, row, 1, 1))
-    except RasterioIOError as e:
-        raise IngestError(f"{path}: not a readable raster ({_short(e)})") from None
+    except Exception as e:
+        raise IngestError(f"{path}: truncated or corrupt raster, read failed ({_short(e)})") from None
     bad = [d for d in info.dtypes if d not in SUPPORTED_DTYPES]
     if bad:
         raise IngestError(
@@ -215,9 +219,14 @@ def _infer_units(infos: list[_FileInfo], config: IngestConfig) -> tuple[str, str
         units = "db"
     else:
         # Negative backscatter only exists in dB: look at a decimated read of the first file.
-        with rasterio.open(infos[0].path) as ds:
-            h, w = ds.height, ds.width
-            sample = ds.read(1, out_shape=(min(h, 256), min(w, 256))).astype(np.float64)
+        try:
+            with rasterio.open(infos[0].path) as ds:
+                h, w = ds.height, ds.width
+                sample = ds.read(1, out_shape=(min(h, 256), min(w, 256))).astype(np.float64)
+        except Exception as e:
+            raise IngestError(
+                f"{infos[0].path}: truncated or corrupt raster, read failed ({_short(e)})"
+            ) from None
         if infos[0].nodata is not None:
             sample = sample[sample != infos[0].nodata]
         units = "db" if np.nanmin(np.where(np.isfinite(sample), sample, np.nan), initial=0) < 0 else "linear"
@@ -296,7 +305,7 @@ def _make_source(infos: list[_FileInfo], config: IngestConfig) -> SceneSource:
     if first.transform is not None and first.crs_wkt:
         from affine import Affine
 
-        t = Affine.from_gdal(*first.transform) * Affine.translation(c0, r0)
+        t = Affine.from_gdal(*first.transform) @ Affine.translation(c0, r0)
         georef = Georef(crs_wkt=first.crs_wkt, transform=tuple(t.to_gdal()))
         spacing = spacing_from_transform(georef.transform, first.crs_wkt, (h, w))
     elif first.gcps and first.gcp_crs_wkt:

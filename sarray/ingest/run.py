@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import datetime as dt
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,7 +90,8 @@ def selection_of(config: IngestConfig) -> dict[str, Any]:
     """The config fields that change which pixels a source gives. Together with the source
     checksum they decide whether an ingest is a repeat (a no-op) or a new scene."""
     d = config.to_dict()
-    return {k: d[k] for k in ("window", "swath", "burst", "calibration", "units", "pols")}
+    sel = {k: d[k] for k in ("window", "swath", "burst", "calibration", "units", "pols")}
+    return json.loads(json.dumps(sel))  # the form it takes once stored in the catalog
 
 
 def _record(src: SceneSource, checksum: str, shape: tuple[int, int, int],
@@ -151,6 +154,7 @@ def ingest(
     sources = open_sources([Path(p) for p in paths], config)
 
     # 2. Scenes whose id is already taken: decide now, from the checksum, without staging.
+    arch.recover()  # finish any commit a crash interrupted, drop dead staging folders
     catalog = arch.catalog()
     selection = selection_of(config)
     results: list[IngestResult] = []
@@ -174,7 +178,6 @@ def ingest(
             todo.append((src, pool.submit(sha256_files, _hash_inputs(files))))
         if not todo:
             return results
-        arch.recover()
 
         # 3. Stage every scene: write, and gather statistics in the same pass.
         staged: list[Path] = []
@@ -188,8 +191,11 @@ def ingest(
                     graphs += stage_scene_graph(src.data, src.pols, src.georef, src.units,
                                                 src.quantity, staged[-1], config.layout)
                 label = batch[0].scene_id if len(batch) == 1 else f"{len(batch)} scenes"
-                with dask_progress(f"ingest {label}", enabled=progress):
-                    computed = dask.compute(*graphs)
+                # Our own pool, so that after a failure every running task has finished before
+                # the staging folders are removed (no chunk is written after the cleanup).
+                with cf.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as workers:
+                    with dask_progress(f"ingest {label}", enabled=progress):
+                        computed = dask.compute(*graphs, scheduler="threads", pool=workers)
                 parts += computed[1::2]
             # 4. Check the content, then write the scene attributes.
             finals = []

@@ -1,1 +1,1 @@
-"""sarray.testing."""
+"""Helpers for tests and benchmarks: synthetic scenes, tiny archives, tiny models."""

@@ -1,0 +1,66 @@
+"""The `sarray` command end to end on the bundled sample scene."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from PIL import Image
+from typer.testing import CliRunner
+
+from sarray.cli import app
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "Spain_7370579_S1Hand.tif"
+
+
+def test_ingest_ls_info_quicklook_export(tmp_path: Path) -> None:
+    r = CliRunner()
+    arch = str(tmp_path / "a.zarr")
+    out = r.invoke(app, ["ingest", str(SAMPLE), "-a", arch, "--time", "2019-09-18T17:52:00"])
+    assert out.exit_code == 0, out.output
+    assert "added  Spain_7370579_S1Hand  2x512x512  db" in out.stdout
+
+    out = r.invoke(app, ["ls", arch, "--json", "--sensor", "sentinel", "--start", "2019-01-01"])
+    assert out.exit_code == 0
+    (rec,) = json.loads(out.stdout)
+    assert rec["scene_id"] == "Spain_7370579_S1Hand" and rec["polarisations"] == ["VV", "VH"]
+    out = r.invoke(app, ["ls", arch, "--end", "2018-01-01"])
+    assert out.stdout.startswith("0 scene(s)")
+
+    out = r.invoke(app, ["info", arch, "Spain_7370579_S1Hand"])
+    assert out.exit_code == 0 and "EPSG:4326" in out.stdout and "stats VV" in out.stdout
+
+    png = tmp_path / "q.png"
+    out = r.invoke(app, ["quicklook", arch, "Spain_7370579_S1Hand", "-o", str(png)])
+    assert out.exit_code == 0, out.output
+    img = np.asarray(Image.open(png))
+    assert img.shape == (512, 1024) and img.std() > 20  # two panels, real contrast
+
+    tif = tmp_path / "x.tif"
+    out = r.invoke(app, ["export", arch, "Spain_7370579_S1Hand", "-o", str(tif)])
+    assert out.exit_code == 0, out.output
+    with rasterio.open(tif) as dst, rasterio.open(SAMPLE) as src:
+        assert dst.transform == src.transform and dst.crs == src.crs
+        assert dst.descriptions == ("VV", "VH") and dst.count == 2
+        np.testing.assert_array_equal(dst.read(), src.read())
+        assert dst.overviews(1) == [] or all(f > 1 for f in dst.overviews(1))
+
+
+def test_unknown_scene_and_archive_fail_with_one_line(tmp_path: Path) -> None:
+    r = CliRunner()
+    out = r.invoke(app, ["info", str(tmp_path / "none.zarr"), "x"])
+    assert out.exit_code == 1 and out.stderr.count("\n") == 1 and "not found" in out.stderr
+    arch = str(tmp_path / "a.zarr")
+    r.invoke(app, ["ingest", str(SAMPLE), "-a", arch, "-q"])
+    out = r.invoke(app, ["quicklook", arch, "nope", "-o", str(tmp_path / "q.png")])
+    assert out.exit_code == 1 and "scene 'nope': not in archive" in out.stderr
+
+
+def test_console_script_help_shows_an_example() -> None:
+    out = subprocess.run([sys.executable, "-m", "sarray.cli", "ingest", "--help"],
+                         capture_output=True, text=True, check=True)
+    assert "Example: sarray ingest" in out.stdout
