@@ -18,8 +18,8 @@ Input, a dict (numpy arrays or lists; Ray Data batches of numpy arrays work as t
     ``(N, k)`` works too).
 ``meta``
     the scene attributes (see :class:`sarray.models.meta.SceneMeta`; the archive's scene
-    attribute dict works as is): one dict for the whole batch, or a sequence of N dicts (one
-    per tile). Keys used: ``units``, ``quantity``, ``polarisations``, ``pixel_spacing_m``,
+    attribute dict works as is, e.g. ``Archive.open_scene(id).attrs``): one dict for the whole
+    batch, or a sequence of N dicts (one per tile). Keys used: ``units``, ``quantity``, ``polarisations``, ``pixel_spacing_m``,
     ``sensor``, ``platform``, ``statistics``, and optionally ``band`` and ``scene_type``.
 
 Output: the same dict (inputs untouched) plus
