@@ -25,6 +25,12 @@ app = typer.Typer(
 )
 
 
+# Sub-commands that live with their stage (only typer is imported at module level there).
+from sarray.models.cli import app as _model_app  # noqa: E402
+
+app.add_typer(_model_app, name="model")
+
+
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn a SarrayError into one line on stderr and exit status 1."""
 

@@ -185,18 +185,21 @@ def ingest(
         try:
             for i in range(0, len(todo), config.parallel_files):
                 batch = [src for src, _ in todo[i : i + config.parallel_files]]
-                graphs = []
+                writes, stats = [], []
                 for src in batch:
                     staged.append(arch.new_staging_dir(src.scene_id))
-                    graphs += stage_scene_graph(src.data, src.pols, src.georef, src.units,
-                                                src.quantity, staged[-1], config.layout)
+                    write, part = stage_scene_graph(src.data, src.pols, src.georef, src.units,
+                                                    src.quantity, staged[-1], config.layout)
+                    writes.append(write)
+                    stats.append(part)
                 label = batch[0].scene_id if len(batch) == 1 else f"{len(batch)} scenes"
                 # Our own pool, so that after a failure every running task has finished before
                 # the staging folders are removed (no chunk is written after the cleanup).
                 with cf.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as workers:
                     with dask_progress(f"ingest {label}", enabled=progress):
-                        computed = dask.compute(*graphs, scheduler="threads", pool=workers)
-                parts += computed[1::2]
+                        _, computed = dask.compute(writes, stats, scheduler="threads",
+                                                   pool=workers)
+                parts += computed
             # 4. Check the content, then write the scene attributes.
             finals = []
             for (src, fut), path, part in zip(todo, staged, parts):

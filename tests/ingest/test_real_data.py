@@ -162,3 +162,30 @@ def test_info_json_has_the_promised_fields(data_dir: Path, tmp_path: Path) -> No
     assert d["shape"] == [1, 1500, 2000]
     assert "UTM zone 59S" in d["crs_wkt"]
     assert len(d["geotransform"]) == 6 and d["units"] == "dn" and d["polarisations"] == ["B1"]
+
+
+def test_opensar_time_series_ingests_as_dated_scenes_in_parallel(data_dir: Path, tmp_path: Path) -> None:
+    from sarray.archive.store import SceneFilter
+
+    files = sorted((data_dir / "sentinel1/opensar-vh-stack/S32631X402380Y1491460sS1_A_vh_mtfil").glob("*.tif"))
+    assert len(files) == 60
+    arch = Archive(tmp_path / "a.zarr")
+    results = ingest(files, arch.path, IngestConfig(sensor="Sentinel-1A", parallel_files=8))
+    assert [r.status for r in results] == ["added"] * 60
+    recs = arch.find()
+    assert len({r.acquisition_time for r in recs}) == 60
+    in_2016 = arch.find(SceneFilter(start="2016-01-01", end="2016-12-31T23:59:59"))
+    assert 0 < len(in_2016) < 60
+    assert all(r.acquisition_time.startswith("2016") for r in in_2016)
+    # Pixels of one scene equal its file (nodata 0 becomes NaN).
+    with rasterio.open(files[7]) as src:
+        raw = src.read(1).astype(np.float32)
+    raw[raw == 0] = np.nan
+    got = arch.open_scene(results[7].scene_id)["backscatter"].values[0]
+    np.testing.assert_array_equal(got, raw)
+    # Each scene's statistics are its own (no mix-up between files staged together).
+    for k in (0, 7, 59):
+        with rasterio.open(files[k]) as src:
+            v = src.read(1).astype(np.float64)
+        mean = arch.open_scene(results[k].scene_id).attrs["statistics"]["VH"]["mean"]
+        assert mean == pytest.approx(v[v != 0].mean(), rel=1e-9)
