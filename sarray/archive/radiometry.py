@@ -61,3 +61,28 @@ def to_db(values: Any, *, units: str, quantity: str) -> Any:
         return values
     with np.errstate(divide="ignore", invalid="ignore"):
         return 20.0 * np.log10(to_amplitude(values, units=units, quantity=quantity))
+
+
+def multilook_intensity(intensity: np.ndarray, scale: int) -> np.ndarray:
+    """Box average of intensity over ``scale`` x ``scale`` pixels, on the last two axes.
+
+    This is sarray's documented multilook: the degradation from a fine grid to a grid
+    ``scale`` times coarser. Edges that do not fill a whole box are dropped; NaN propagates.
+    """
+    if scale == 1:
+        return intensity
+    h, w = intensity.shape[-2] // scale * scale, intensity.shape[-1] // scale * scale
+    x = intensity[..., :h, :w]
+    x = x.reshape(*x.shape[:-2], h // scale, scale, w // scale, scale)
+    return x.mean(axis=(-3, -1))
+
+
+def to_intensity(values: Any, *, units: str, quantity: str) -> Any:
+    """Stored values to linear intensity (amplitude squared)."""
+    a = to_amplitude(values, units=units, quantity=quantity)
+    return a * a
+
+
+def from_intensity(intensity: Any, *, units: str, quantity: str) -> Any:
+    """Inverse of :func:`to_intensity`."""
+    return from_amplitude(np.sqrt(intensity), units=units, quantity=quantity)

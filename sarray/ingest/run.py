@@ -139,11 +139,28 @@ def ingest(
     Raises:
         IngestError: a bad input, naming the file; the archive is left unchanged.
     """
+    import contextlib
+
+    from rasterio.env import get_gdal_config, set_gdal_config
+
+    from sarray.config import GDAL_CACHE_MB
+
+    previous_cache = get_gdal_config("GDAL_CACHEMAX")
+    set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_MB)
+    try:
+        return _ingest(paths, archive, config or IngestConfig(), progress)
+    finally:
+        with contextlib.suppress(Exception):
+            set_gdal_config("GDAL_CACHEMAX", previous_cache)
+
+
+def _ingest(paths: list[str | Path], archive: str | Path, config: IngestConfig,
+            progress: bool) -> list[IngestResult]:
     import dask
 
     from sarray.progress import dask_progress
 
-    config = config or IngestConfig()
+
     arch = Archive(archive)
     if arch.path.exists() and not arch.exists():
         raise ArchiveError(f"archive {arch.path}: exists but holds no zarr.json; pick another path")

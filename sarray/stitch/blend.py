@@ -1,0 +1,129 @@
+"""Blending overlapping tile predictions into one chunk without seams and without smoothing.
+
+Plain weighted averaging of two tiles is seam-free but not speckle-preserving: where two
+independent speckle draws are averaged with weights ``w`` and ``1 - w`` the variance of the
+speckle drops by ``w**2 + (1 - w)**2`` (to one half in the middle of the band), which lowers the
+local coefficient of variation: a *statistical* seam that a gradient check does not see.
+
+sarray therefore blends in two parts (correlation-aware variance-preserving blending):
+
+- the local mean of each prediction (a box filter of ``mean_px``) is blended linearly with the
+  smooth weights: no seam in the signal;
+- the fluctuations around it, ``d_i = x_i - m_i``, are blended with the same weights and divided
+  by ``sqrt(sum_ij w_i w_j rho_ij)``, where ``rho_ij`` is the measured correlation of ``d_i``
+  and ``d_j`` over their overlap: for independent speckle (rho = 0) the variance is kept, and
+  for identical predictions (rho = 1, e.g. an identity model) the formula reduces to the plain
+  weighted average, so tiling then adds nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Box size of the local mean, in output pixels: a few speckle correlation lengths, well below
+# the blend band so the mean follows the scene's structure.
+MEAN_PX = 7
+
+
+@dataclass
+class Prediction:
+    """A tile's output on the output grid, with its weights and local mean (lazily)."""
+
+    region: tuple[int, int, int, int]  # (y0, y1, x0, x1) on the output grid
+    values: np.ndarray  # (P, h, w) float32, NaN = no data
+    weights: np.ndarray  # (h, w) float64
+    _mean: np.ndarray | None = None
+
+    @property
+    def mean(self) -> np.ndarray:
+        if self._mean is None:
+            self._mean = local_mean(self.values, MEAN_PX)
+        return self._mean
+
+
+def local_mean(values: np.ndarray, size: int) -> np.ndarray:
+    """NaN-aware box mean over ``size`` x ``size`` pixels, per band (reflecting edges)."""
+    from scipy.ndimage import uniform_filter
+
+    valid = np.isfinite(values)
+    filled = np.where(valid, values, 0.0).astype(np.float64)
+    num = uniform_filter(filled, size=(1, size, size), mode="reflect")
+    den = uniform_filter(valid.astype(np.float64), size=(1, size, size), mode="reflect")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.maximum(den, 1e-12), np.nan)
+
+
+def _crop(p: Prediction, region: tuple[int, int, int, int]) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
+    """(slices into the chunk, slices into the prediction) of their intersection, or None."""
+    y0, y1 = max(region[0], p.region[0]), min(region[1], p.region[1])
+    x0, x1 = max(region[2], p.region[2]), min(region[3], p.region[3])
+    if y0 >= y1 or x0 >= x1:
+        return None
+    into = (slice(y0 - region[0], y1 - region[0]), slice(x0 - region[2], x1 - region[2]))
+    frm = (slice(y0 - p.region[0], y1 - p.region[0]), slice(x0 - p.region[2], x1 - p.region[2]))
+    return into, frm
+
+
+def blend_chunk(region: tuple[int, int, int, int], preds: list[Prediction]) -> np.ndarray:
+    """The chunk ``region`` (y0, y1, x0, x1) blended from the predictions that cover it.
+
+    Returns:
+        float32 (P, y1 - y0, x1 - x0); NaN where no prediction has data.
+    """
+    n_p = preds[0].values.shape[0]
+    h, w = region[1] - region[0], region[3] - region[2]
+    parts = []
+    for p in preds:
+        cut = _crop(p, region)
+        if cut is None:
+            continue
+        into, frm = cut
+        x = np.full((n_p, h, w), np.nan)
+        m = np.full((n_p, h, w), np.nan)
+        wt = np.zeros((h, w))
+        x[(slice(None), *into)] = p.values[(slice(None), *frm)]
+        m[(slice(None), *into)] = p.mean[(slice(None), *frm)]
+        wt[into] = p.weights[frm]
+        parts.append((x, m, wt))
+    if len(parts) == 1:
+        return parts[0][0].astype(np.float32)
+
+    out = np.empty((n_p, h, w), np.float32)
+    for b in range(n_p):
+        # Per-pixel weights, zero where a prediction has no data, normalised to sum to 1.
+        ws = np.stack([np.where(np.isfinite(x[b]), wt, 0.0) for x, _, wt in parts])
+        total = ws.sum(axis=0)
+        ws = np.divide(ws, total, out=np.zeros_like(ws), where=total > 0)
+        xs = np.stack([np.nan_to_num(x[b]) for x, _, _ in parts])
+        ms = np.stack([np.nan_to_num(m[b]) for _, m, _ in parts])
+        ds = xs - ms
+        mean = (ws * ms).sum(axis=0)
+        num = (ws * ds).sum(axis=0)
+        den2 = (ws * ws).sum(axis=0)
+        for i in range(len(parts)):
+            for j in range(i + 1, len(parts)):
+                both = (ws[i] > 0) & (ws[j] > 0)
+                if not both.any():
+                    continue
+                rho = _corr(ds[i][both], ds[j][both])
+                den2 += 2.0 * rho * ws[i] * ws[j]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            val = mean + num / np.sqrt(np.maximum(den2, 1e-12))
+        out[b] = np.where(total > 0, val, np.nan)
+    return out
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation in [0, 1] (1 when both are identical, also when constant)."""
+    if a.size < 2:
+        return 1.0
+    if np.array_equal(a, b):
+        return 1.0
+    a = a - a.mean()
+    b = b - b.mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    if den == 0:
+        return 1.0
+    return float(np.clip((a * b).sum() / den, 0.0, 1.0))
