@@ -40,6 +40,9 @@ from sarray.archive.layout import (
 from sarray.errors import ArchiveError, SceneNotFoundError
 
 ATTR_RECORD = "sarray_record"
+# Set on a scene group that a job is still producing in place (translate outputs, resumable);
+# such a group is not in the catalog and recover() leaves it alone.
+ATTR_IN_PROGRESS = "sarray_in_progress"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,7 +205,10 @@ class Archive:
                 if not d.is_dir() or d.name in cat:
                     continue
                 try:
-                    rec = json.loads((d / "zarr.json").read_text())["attributes"][ATTR_RECORD]
+                    attrs = json.loads((d / "zarr.json").read_text())["attributes"]
+                    if attrs.get(ATTR_IN_PROGRESS):
+                        continue  # an output being produced (resumable), not a crash leftover
+                    rec = attrs[ATTR_RECORD]
                 except (OSError, KeyError, json.JSONDecodeError):
                     shutil.rmtree(d)  # cannot be ours: a commit only moves complete groups
                     continue
@@ -273,6 +279,20 @@ class Archive:
         with contextlib.suppress(OSError):
             self.staging_root.rmdir()
         return "added"
+
+    def commit_in_place(self, record: SceneRecord) -> None:
+        """List a scene that a job wrote in place (``scenes/<id>``, complete) in the catalog."""
+        with self.lock():
+            root = self._read_root()
+            cat = root.setdefault("attributes", {}).setdefault(ATTR_CATALOG, {})
+            cat[record.scene_id] = record.to_dict()
+            self._write_root(root)
+
+    def ensure_created(self) -> None:
+        """Create an empty archive at ``path`` if there is none."""
+        with self.lock():
+            if not self.exists():
+                self._create()
 
     # -- reading ----------------------------------------------------------------------------
     def open_scene(self, scene_id: str) -> Any:

@@ -1,0 +1,63 @@
+"""Replica stand-ins for engine tests: same interface as :class:`sarray.models.Replica`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class IdentityReplica:
+    """Nearest-neighbour upsampling by ``scale``: tiling plus stitching must add nothing."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        s = self.config.scale
+        tiles = np.asarray(batch["tiles"])
+        return {**batch, "output": np.repeat(np.repeat(tiles, s, axis=-2), s, axis=-1)}
+
+
+class SpeckleReplica(IdentityReplica):
+    """Upsampling times fresh unit-mean speckle seeded per tile: independent draws in overlaps.
+
+    Seeds come from (scene id, tile index, seed), as the real replica's do, so the output does
+    not depend on which actor runs a tile.
+    """
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        from sarray.models.seeding import derive_seed, normalise_tile_index
+
+        out = super().__call__(batch)["output"].astype(np.float32)
+        for k, (sid, idx) in enumerate(zip(batch["scene_id"], batch["tile_index"])):
+            rng = np.random.default_rng(derive_seed(str(sid), normalise_tile_index(idx), self.config.seed))
+            out[k] *= rng.exponential(1.0, size=out[k].shape).astype(np.float32)
+        return {**batch, "output": out}
+
+
+class CrashOnceReplica(SpeckleReplica):
+    """Kills its own process the first time it sees tile ``(1, 1)``, as a dying GPU worker would.
+
+    The marker file (``SARRAY_TEST_CRASH_MARKER``) makes the crash happen once per test.
+    """
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        marker = Path(os.environ["SARRAY_TEST_CRASH_MARKER"])
+        keys = [tuple(np.asarray(i).tolist()) for i in batch["tile_index"]]
+        if (1, 1) in keys and not marker.exists():
+            marker.write_text("crashed")
+            os._exit(1)
+        return super().__call__(batch)
+
+
+class AlwaysFailReplica(IdentityReplica):
+    """Raises on tile ``(0, 1)`` every time: the job must stop with an error naming it."""
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        keys = [tuple(np.asarray(i).tolist()) for i in batch["tile_index"]]
+        if (0, 1) in keys:
+            raise RuntimeError("injected failure")
+        return super().__call__(batch)
