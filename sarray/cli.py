@@ -196,6 +196,49 @@ def export(
     typer.echo(export_cog(Archive(archive).require(), scene, out))
 
 
+@app.command(
+    epilog="Example: sarray translate A.zarr my_scene --scale 4 --model tiny --replicas 2 "
+    "--cog out/x4.tif --quicklook out/x4.png"
+)
+@_friendly
+def translate(
+    archive: Path = typer.Argument(..., help="Archive holding the input scenes."),
+    scenes: list[str] = typer.Argument(..., help="Scene ids to translate."),
+    scale: int = typer.Option(4, help="Output spacing = input spacing / scale (2, 4, 8, 16)."),
+    model: str = typer.Option("tiny", help="tiny | tiny-random | sdxl | PATH to weights."),
+    replicas: int = typer.Option(1, help="Model replicas (Ray actors; one per GPU on GPU clusters)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output archive (default: the input archive)."),
+    out_scene: Optional[str] = typer.Option(None, "--out-scene", help="Output scene id (default: <scene>_x<scale>)."),
+    cog: Optional[Path] = typer.Option(None, help="Also write the output as a COG."),
+    quicklook: Optional[Path] = typer.Option(None, help="Also write an input/output PNG."),
+    chunk_px: int = typer.Option(512, help="Output chunk edge (one tile per chunk)."),
+    halo_px: int = typer.Option(16, help="Context around each tile, in input pixels."),
+    batch_size: int = typer.Option(1, help="Tiles per replica call."),
+    seed: int = typer.Option(0, help="Global seed of the per-tile noise."),
+    consistency: str = typer.Option("multilook", help="multilook | off: keep the input's calibration."),
+    steps: Optional[int] = typer.Option(None, help="Sampler steps (default: the preset's)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    restart: bool = typer.Option(False, "--restart", help="Discard an unfinished output instead of resuming it."),
+    max_chunks: Optional[int] = typer.Option(None, help="Stop after this many chunks (rerun to resume)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Translate scenes to airborne resolution on a Ray pool (local, or RAY_ADDRESS)."""
+    from sarray.engine.translate import TranslateConfig, translate as run_translate
+
+    config = TranslateConfig(
+        scale=scale, model=model, replicas=replicas, chunk_px=chunk_px, halo_px=halo_px,
+        batch_size=batch_size, seed=seed, consistency=consistency, out_scene=out_scene,
+        on_unfinished="restart" if restart else "resume", max_chunks=max_chunks, device=device,
+        num_inference_steps=steps,
+    )
+    for s in run_translate(archive, scenes, config, out_archive=out, cog=cog,
+                           quicklook=quicklook, progress=not quiet):
+        typer.echo(s.line())
+        for extra in (s.cog, s.quicklook):
+            if extra:
+                typer.echo(f"  wrote {extra}")
+
+
 def main() -> None:
     """Console entry point."""
     app()

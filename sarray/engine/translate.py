@@ -440,7 +440,8 @@ def _translate_scene(
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             ref = ready[0]
             work, actor, sources = in_flight.pop(ref)
-            load[id(actor)] -= 1
+            if id(actor) in load:  # not if the actor died and was replaced already
+                load[id(actor)] -= 1
             try:
                 outputs = ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
@@ -448,7 +449,7 @@ def _translate_scene(
                 work.attempts += 1
                 work.errors.append(str(e).strip().splitlines()[-1][:300])
                 summary.retries += 1
-                if isinstance(e, ray.exceptions.RayActorError):
+                if isinstance(e, ray.exceptions.RayActorError) and actor in actors:
                     from sarray.engine.pool import start_actor
 
                     replacement = start_actor(plan, config.replica_class, replica_cfg)

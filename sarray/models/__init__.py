@@ -22,6 +22,8 @@ _EXPORTS: dict[str, str] = {
     "build_prompt": "sarray.models.prompt",
     "derive_seed": "sarray.models.seeding",
     "model_info": "sarray.models.info",
+    "resolve_model": "sarray.models.resolve",
+    "shipped_tiny_weights": "sarray.models.weights",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,54 @@
+"""Bad arguments fail before Ray starts (this module runs without a Ray fixture)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sarray.engine.translate import TranslateConfig, translate
+from sarray.errors import ConfigError, SceneNotFoundError
+from sarray.ingest.run import ingest
+
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "Spain_7370579_S1Hand.tif"
+
+
+@pytest.fixture
+def arch(tmp_path: Path) -> Path:
+    a = tmp_path / "a.zarr"
+    ingest([SAMPLE], a)
+    return a
+
+
+def test_unknown_scene_fails_before_ray(arch: Path) -> None:
+    import ray
+
+    with pytest.raises(SceneNotFoundError, match="scene 'nope': not in archive"):
+        translate(arch, ["nope"], TranslateConfig(model="tiny-random"), progress=False)
+    assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"scale": 3}, "`scale` \\(3\\) must be one of"),
+        ({"scale": 1}, "`scale` \\(1\\)"),
+        ({"chunk_px": 64, "halo_px": 16}, "`halo_px` \\(16\\) must be smaller than the tile footprint"),
+        ({"chunk_px": 130}, "`chunk_px` \\(130\\) must be a positive multiple of `scale`"),
+        ({"model": "/no/such/weights"}, "`model`"),
+        ({"replicas": 0}, "`replicas`"),
+        ({"consistency": "maybe"}, "`consistency`"),
+    ],
+)
+def test_bad_config_is_refused(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        TranslateConfig(**{"model": "tiny-random", **kwargs})
+
+
+def test_cli_bad_scale_exits_1_without_ray(arch: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sarray.cli import app
+
+    res = CliRunner().invoke(app, ["translate", str(arch), "Spain_7370579_S1Hand", "--scale", "3"])
+    assert res.exit_code == 1 and "`scale` (3)" in res.stderr
