@@ -101,7 +101,8 @@ def deepspeed_config(config: TrainConfig, *, precision: str, client_optimizer: b
         "gradient_accumulation_steps": 1,
         "zero_optimization": zero,
         "scheduler": {"type": "WarmupLR", "params": {
-            "warmup_min_lr": 0.0, "warmup_max_lr": config.learning_rate,
+            "warmup_min_lr": 0.0 if config.warmup_steps else config.learning_rate,
+            "warmup_max_lr": config.learning_rate,
             "warmup_num_steps": max(config.warmup_steps, 1), "warmup_type": "linear"}},
         "bf16": {"enabled": precision == "bf16"},
         "fp16": {"enabled": precision == "fp16", "initial_scale_power": 16},
