@@ -44,7 +44,6 @@ from sarray.config import MAX_TILE_ATTEMPTS, PREFETCH_BATCHES_PER_REPLICA
 from sarray.errors import ArchiveError, ConfigError, ReplicaError
 from sarray.tiles.grid import SCALES, Tile, TileSpec, chunk_grid, make_tile, neighbours, tile_weights
 
-MODELS_BUILTIN = ("tiny", "tiny-random", "sdxl")
 CONSISTENCY = ("multilook", "off")
 ON_UNFINISHED = ("resume", "restart")
 DEVICES = ("auto", "cpu", "cuda")
@@ -94,11 +93,6 @@ class TranslateConfig:
     def __post_init__(self) -> None:
         if self.scale not in SCALES or self.scale < 2:
             raise ConfigError(f"`scale` ({self.scale!r}) must be one of {SCALES[1:]}")
-        if self.model not in MODELS_BUILTIN and not Path(self.model).is_dir():
-            raise ConfigError(
-                f"`model` ({self.model!r}) must be one of {MODELS_BUILTIN} or a local folder of "
-                "weights in the diffusers layout"
-            )
         if not isinstance(self.replicas, int) or self.replicas < 1:
             raise ConfigError(f"`replicas` ({self.replicas!r}) must be a positive integer")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -117,26 +111,19 @@ class TranslateConfig:
 
     def replica_config(self) -> dict[str, Any]:
         """The :class:`~sarray.models.replica.ReplicaConfig` fields for this run."""
-        model: dict[str, Any]
-        if self.model == "tiny-random":
-            model = {"preset": "tiny", "weights": None}
-        elif self.model == "tiny":
-            from sarray.models.resolve import resolve_model
+        from sarray.models.resolve import resolve_model
 
-            model = resolve_model("tiny")
-        elif self.model == "sdxl":
-            from sarray.models.resolve import resolve_model
-
-            model = resolve_model("sdxl")
-        else:
-            model = {"preset": _preset_of(Path(self.model)), "weights": str(self.model)}
-        cfg = {**model, "scale": self.scale, "seed": self.seed, "dtype": self.dtype}
+        cfg = {**resolve_model(self.model), "scale": self.scale, "seed": self.seed,
+               "dtype": self.dtype}
         if self.num_inference_steps is not None:
             cfg["num_inference_steps"] = self.num_inference_steps
         return cfg
 
     def tile_spec(self) -> TileSpec:
-        multiple = 16 if self.model != "sdxl" else 32  # the presets' pixel multiples
+        """Tile geometry; tiles are padded to the model preset's pixel multiple."""
+        from sarray.models.presets import get_preset
+
+        multiple = get_preset(self.replica_config()["preset"]).pixel_multiple
         return TileSpec(scale=self.scale, chunk_px=self.chunk_px, halo_px=self.halo_px,
                         pad_multiple=max(1, -(-multiple // self.scale)))
 
@@ -146,14 +133,6 @@ class TranslateConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TranslateConfig:
         return cls(**data)
-
-
-def _preset_of(folder: Path) -> str:
-    """``sdxl`` or ``tiny`` from a weights folder's ``sarray_preset.json`` (default: sdxl)."""
-    meta = folder / "sarray_preset.json"
-    if meta.is_file():
-        return str(json.loads(meta.read_text()).get("preset", "sdxl"))
-    return "sdxl"
 
 
 @dataclass
