@@ -42,7 +42,7 @@ from sarray.archive.layout import (
 from sarray.archive.store import Archive
 from sarray.config import MAX_TILE_ATTEMPTS, PREFETCH_BATCHES_PER_REPLICA
 from sarray.errors import ArchiveError, ConfigError, ReplicaError
-from sarray.tiles.grid import SCALES, Tile, TileSpec, chunk_grid, make_tile, neighbours, tile_weights
+from sarray.tiles.grid import SCALES, Tile, TileSpec, chunk_grid, make_tile, neighbours, tile_ramps
 
 CONSISTENCY = ("multilook", "off")
 ON_UNFINISHED = ("resume", "restart")
@@ -410,6 +410,13 @@ def _translate_scene(
                 uses[n] -= 1
                 if uses[n] == 0:
                     buffer.pop(n, None)
+                elif n in buffer:
+                    # Keep only the part of the prediction that unwritten chunks still need.
+                    waiting = [tiles[m].chunk for m in neighbours(n, grid) if m in todo_set]
+                    box = (min(r[0] for r in waiting), max(r[1] for r in waiting),
+                           min(r[2] for r in waiting), max(r[3] for r in waiting))
+                    pred, src = buffer[n]
+                    buffer[n] = (pred.crop(box) or pred, src)
         summary.chunks_written += nonlocal_written
 
     try:
@@ -448,8 +455,8 @@ def _translate_scene(
             for tile, pred, src in zip(work.tiles, outputs, sources):
                 hs, ws = (tile.src[1] - tile.src[0]) * s, (tile.src[3] - tile.src[2]) * s
                 values = np.asarray(pred[:, :hs, :ws], dtype=np.float32)
-                buffer[tile.key] = (Prediction(region=tile.out, values=values,
-                                               weights=tile_weights(tile, shape_out, spec)), src)
+                wy, wx = tile_ramps(tile, shape_out, spec)
+                buffer[tile.key] = (Prediction(tile.out, values, wy, wx), src)
                 tiles_done += 1
                 write_ready(tile.key)
             bar.set_postfix(tiles_per_s=f"{tiles_done / (time.perf_counter() - t0):.2f}")

@@ -29,18 +29,37 @@ MEAN_PX = 7
 
 @dataclass
 class Prediction:
-    """A tile's output on the output grid, with its weights and local mean (lazily)."""
+    """A tile's output on the output grid, with its local mean and separable blend weights.
+
+    ``wy`` and ``wx`` are the 1-D weights along y and x (the 2-D weight is their outer product,
+    built only where it is used). :meth:`crop` keeps only the part still needed, so that a
+    buffered prediction costs memory only for the chunks that still wait for it.
+    """
 
     region: tuple[int, int, int, int]  # (y0, y1, x0, x1) on the output grid
     values: np.ndarray  # (P, h, w) float32, NaN = no data
-    weights: np.ndarray  # (h, w) float64
-    _mean: np.ndarray | None = None
+    wy: np.ndarray  # (h,) float64
+    wx: np.ndarray  # (w,) float64
+    mean: np.ndarray = None  # type: ignore[assignment]  # (P, h, w) float32, local mean
+
+    def __post_init__(self) -> None:
+        if self.mean is None:
+            self.mean = local_mean(self.values, MEAN_PX).astype(np.float32)
 
     @property
-    def mean(self) -> np.ndarray:
-        if self._mean is None:
-            self._mean = local_mean(self.values, MEAN_PX)
-        return self._mean
+    def weights(self) -> np.ndarray:
+        return np.outer(self.wy, self.wx)
+
+    def crop(self, region: tuple[int, int, int, int]) -> Prediction | None:
+        """The part inside ``region`` (a copy, so the rest can be freed), or None."""
+        y0, y1 = max(region[0], self.region[0]), min(region[1], self.region[1])
+        x0, x1 = max(region[2], self.region[2]), min(region[3], self.region[3])
+        if y0 >= y1 or x0 >= x1:
+            return None
+        ys = slice(y0 - self.region[0], y1 - self.region[0])
+        xs = slice(x0 - self.region[2], x1 - self.region[2])
+        return Prediction((y0, y1, x0, x1), self.values[:, ys, xs].copy(), self.wy[ys].copy(),
+                          self.wx[xs].copy(), self.mean[:, ys, xs].copy())
 
 
 def local_mean(values: np.ndarray, size: int) -> np.ndarray:
@@ -105,7 +124,7 @@ def _blend_region(region: tuple[int, int, int, int], preds: list[Prediction]) ->
             continue
         into, frm = cut
         wt = np.zeros((h, w))
-        wt[into] = p.weights[frm]
+        wt[into] = np.outer(p.wy[frm[0]], p.wx[frm[1]])
         if not wt.any():
             continue
         x = np.full((n_p, h, w), np.nan)

@@ -173,8 +173,13 @@ def ramp_1d(out_range: tuple[int, int], chunk_range: tuple[int, int], n_out: int
     return w
 
 
-def tile_weights(tile: Tile, shape_out: tuple[int, int], spec: TileSpec) -> np.ndarray:
-    """2-D blend weights (separable) over the tile's output region ``tile.out``."""
+def tile_ramps(tile: Tile, shape_out: tuple[int, int], spec: TileSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The separable blend weights (along y, along x) over the tile's output region."""
     wy = ramp_1d(tile.out[:2], tile.chunk[:2], shape_out[0], spec.band_px)
     wx = ramp_1d(tile.out[2:], tile.chunk[2:], shape_out[1], spec.band_px)
-    return np.outer(wy, wx)
+    return wy, wx
+
+
+def tile_weights(tile: Tile, shape_out: tuple[int, int], spec: TileSpec) -> np.ndarray:
+    """2-D blend weights over the tile's output region ``tile.out``."""
+    return np.outer(*tile_ramps(tile, shape_out, spec))

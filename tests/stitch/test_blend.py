@@ -16,8 +16,8 @@ def _two_overlapping(seed: int) -> tuple[list[Prediction], np.ndarray]:
     wb = np.concatenate([0.5 - 0.5 * np.cos(np.pi * t), np.ones(32)])
     a = rng.exponential(1.0, (1, h, 64)).astype(np.float32)
     b = rng.exponential(1.0, (1, h, 64)).astype(np.float32)
-    preds = [Prediction((0, h, 0, 64), a, np.tile(wa, (h, 1))),
-             Prediction((0, h, 32, 96), b, np.tile(wb, (h, 1)))]
+    preds = [Prediction((0, h, 0, 64), a, np.ones(h), wa),
+             Prediction((0, h, 32, 96), b, np.ones(h), wb)]
     return preds, (wa, wb)
 
 
@@ -38,5 +38,12 @@ def test_blend_keeps_speckle_variance_where_averaging_loses_it() -> None:
 def test_identical_predictions_blend_to_themselves_exactly() -> None:
     preds, _ = _two_overlapping(0)
     full = np.random.default_rng(1).exponential(1.0, (1, 64, 96)).astype(np.float32)
-    same = [Prediction(p.region, full[:, :, p.region[2] : p.region[3]].copy(), p.weights) for p in preds]
+    same = [Prediction(p.region, full[:, :, p.region[2] : p.region[3]].copy(), p.wy, p.wx) for p in preds]
     np.testing.assert_array_equal(blend_chunk((0, 64, 0, 96), same), full)
+
+
+def test_cropping_a_prediction_does_not_change_the_blend() -> None:
+    preds, _ = _two_overlapping(3)
+    whole = blend_chunk((0, 64, 40, 96), preds)
+    cropped = [p.crop((0, 64, 40, 96)) for p in preds]
+    np.testing.assert_array_equal(blend_chunk((0, 64, 40, 96), cropped), whole)

@@ -1,0 +1,194 @@
+"""Translate benchmark: engine efficiency against the bare replica, and peak driver memory.
+
+Run: ``python benchmarks/bench_translate.py [--repeats 3] [--rss-sizes 2048 8192]``.
+Writes ``benchmarks/results/bench_translate.json`` and ``.png``.
+
+1. Efficiency. The bundled Sentinel-1 sample (512 x 512, VV+VH) is translated x4 by the tiny
+   model (random weights: same architecture and cost as the shipped ones) through the engine
+   with 1 and 2 replicas; the same padded tiles are run through a bare ``Replica`` in this
+   process, with as many torch threads as the replicas get in total. Efficiency = engine output
+   Mpx/s (first batch sent to last chunk written: Ray start and model load excluded, and
+   reported separately) / bare replica Mpx/s. Runs alternate; medians.
+2. Memory. A 2048^2 and an 8192^2 float32 scene are translated x2 with the identity stand-in
+   replica (the model is not what is measured; the engine's buffers, reads and writes are), each
+   in a fresh driver process that reports its peak RSS (VmHWM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from statistics import median
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS_DIR, environment, write_results  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample" / "Spain_7370579_S1Hand.tif"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    name: str
+    replicas: int
+    # What it isolates.
+    note: str
+
+
+def bare_replica(arch: Path, scene: str, cfg, threads: int) -> float:
+    """Seconds for a bare Replica to run every tile of the engine's grid (same padded tiles)."""
+    import torch
+
+    from sarray.archive.store import Archive
+    from sarray.models.replica import Replica, ReplicaConfig
+    from sarray.tiles.grid import iter_tiles
+
+    torch.set_num_threads(threads)
+    ds = Archive(arch).open_scene(scene)
+    values = ds["backscatter"].values
+    meta = {k: ds.attrs[k] for k in ("units", "quantity", "polarisations", "pixel_spacing_m",
+                                     "sensor", "platform", "statistics")}
+    replica = Replica(ReplicaConfig.from_dict({**cfg.replica_config(), "device": "cpu"}))
+    spec = cfg.tile_spec()
+    tiles = []
+    for t in iter_tiles(values.shape[1:], spec):
+        w = values[:, t.src[0] : t.src[1], t.src[2] : t.src[3]]
+        pt, pb, pl, pr = t.pad
+        tiles.append((t, np.pad(w, ((0, 0), (pt, pb), (pl, pr)), mode="reflect")))
+    t0 = time.perf_counter()
+    for t, x in tiles:
+        replica({"tiles": x[None], "scene_id": [scene], "tile_index": [list(t.key)], "meta": meta})
+    return time.perf_counter() - t0
+
+
+_RSS_CHILD = """
+import sys, time, json
+from sarray.engine.translate import TranslateConfig, translate
+cfg = TranslateConfig(model="tiny-random", scale=2, chunk_px=512, halo_px=16, consistency="off",
+                      replica_class="sarray.testing.replicas:IdentityReplica")
+(s,) = translate({arch!r}, ["scene"], cfg, progress=False)
+hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]
+print(json.dumps({{"rss_mib": int(hwm) / 1024, "wall_s": s.wall_s, "compute_s": s.compute_s,
+                  "chunks": s.chunks_written, "mpx_s": s.mpx_per_s}}))
+"""
+
+
+def rss_run(work: Path, size: int) -> dict:
+    from sarray.ingest.config import IngestConfig
+    from sarray.ingest.run import ingest
+    from sarray.testing.scenes import speckle_image, write_geotiff
+
+    tif = work / f"scene_{size}.tif"
+    rng_rows = [speckle_image((512, size), seed=i) for i in range(size // 512)]
+    write_geotiff(tif, np.concatenate(rng_rows, axis=0))
+    del rng_rows
+    arch = work / f"rss_{size}.zarr"
+    ingest([tif], arch, IngestConfig(scene_id="scene", units="linear"))
+    out = subprocess.run([sys.executable, "-c", _RSS_CHILD.format(arch=str(arch))],
+                         capture_output=True, text=True, check=True)
+    shutil.rmtree(arch, ignore_errors=True)
+    tif.unlink()
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rss-sizes", type=int, nargs=2, default=[2048, 8192])
+    p.add_argument("--out", type=Path, default=RESULTS_DIR)
+    args = p.parse_args(argv)
+
+    import ray
+
+    from sarray.engine.translate import TranslateConfig, translate
+    from sarray.ingest.run import ingest
+
+    work = Path(tempfile.mkdtemp(prefix="sarray-bench-translate-"))
+    arch = work / "a.zarr"
+    (res,) = ingest([SAMPLE], arch)
+    scene = res.scene_id
+    scenarios = [Scenario(name=f"{n}_replica", replicas=n,
+                          note="engine Mpx/s vs bare replica on the same tiles") for n in (1, 2)]
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    results: dict[str, dict] = {}
+    for sc in scenarios:
+        engine_s, bare_s, walls = [], [], []
+        for i in range(args.repeats):
+            cfg = TranslateConfig(model="tiny-random", scale=4, replicas=sc.replicas,
+                                  out_scene=f"o{sc.replicas}_{i}")
+            (s,) = translate(arch, [scene], cfg, progress=False)
+            engine_s.append(s.compute_s)
+            walls.append(s.wall_s)
+            bare_s.append(bare_replica(arch, scene, cfg, threads=sc.replicas))
+            print(f"{sc.name} run {i}: engine {s.compute_s:.2f} s (wall {s.wall_s:.1f} s), "
+                  f"bare {bare_s[-1]:.2f} s", file=sys.stderr)
+            shutil.rmtree(arch / "scenes" / cfg.out_scene, ignore_errors=True)
+        out_mpx = s.output_px / 1e6
+        results[sc.name] = {
+            "tiles": s.tiles, "output_mpx": out_mpx,
+            "engine_s": engine_s, "bare_s": bare_s, "engine_wall_s": walls,
+            "engine_mpx_s": out_mpx / median(engine_s), "bare_mpx_s": out_mpx / median(bare_s),
+            "efficiency": median(bare_s) / median(engine_s),
+        }
+    ray.shutdown()
+
+    rss = {str(size): rss_run(work, size) for size in args.rss_sizes}
+    small, large = (str(v) for v in args.rss_sizes)
+    result = {
+        "environment": environment("cpu"),
+        "scenarios": [asdict(s) for s in scenarios],
+        "efficiency": results,
+        "peak_rss": rss,
+        "rss_ratio_large_over_small": rss[large]["rss_mib"] / rss[small]["rss_mib"],
+        "targets": {"efficiency_1_replica_min": 0.9, "rss_ratio_max": 1.3},
+    }
+    path = write_results("bench_translate", result, args.out)
+    _plot(result, path.with_suffix(".png"))
+    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk in ("engine_mpx_s", "bare_mpx_s", "efficiency")}
+                      for k, v in results.items()}, indent=1))
+    print(json.dumps({"peak_rss_mib": {k: v["rss_mib"] for k, v in rss.items()},
+                      "rss_ratio": result["rss_ratio_large_over_small"]}, indent=1))
+    print(f"wrote {path}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _plot(result: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    eff = result["efficiency"]
+    names = list(eff)
+    x = np.arange(len(names))
+    a.bar(x - 0.2, [eff[n]["engine_mpx_s"] for n in names], 0.4, label="engine")
+    a.bar(x + 0.2, [eff[n]["bare_mpx_s"] for n in names], 0.4, label="bare replica")
+    a.set_xticks(x, [f"{n}\neff {eff[n]['efficiency']:.2f}" for n in names])
+    a.set_ylabel("output Mpx/s (median)")
+    a.legend()
+    r = result["peak_rss"]
+    b.bar(list(r), [v["rss_mib"] for v in r.values()])
+    b.set_xlabel("input edge (px)")
+    b.set_ylabel("driver peak RSS (MiB)")
+    b.set_title(f"ratio {result['rss_ratio_large_over_small']:.2f}")
+    env = result["environment"]
+    fig.suptitle(f"translate x4 tiny / x2 identity; {env['cores']} cores, {env['device']}, commit {env['commit']}")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
