@@ -77,6 +77,11 @@ class TrainConfig:
         log_every: TensorBoard scalars every this many steps.
         val_tiles: validation tiles (the same ones at each validation).
         vae_kl_weight: weight of the KL term when ``train`` is ``vae``.
+        vae_texture_weight: weight of a local-texture term when ``train`` is ``vae``: the L1
+            distance between the standard deviations of 4 x 4 blocks of the reconstruction and
+            of the target. Pixel losses alone teach an 8x autoencoder to return the local mean
+            (speckle is not compressible); this term rewards reproducing the speckle's local
+            contrast without asking for its exact pattern. 0: off.
         resume: continue from the newest checkpoint in ``output_dir`` when there is one.
         seed: seed of noise, timesteps and LoRA initialisation (the tile sampler has its own,
             ``data.seed``).
@@ -103,6 +108,7 @@ class TrainConfig:
     log_every: int = 10
     val_tiles: int = 4
     vae_kl_weight: float = 1e-6
+    vae_texture_weight: float = 0.0
     resume: bool = True
     seed: int = 0
 
@@ -137,6 +143,8 @@ class TrainConfig:
             raise ConfigError(f"`learning_rate` ({self.learning_rate}) must be positive")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"`ema_decay` ({self.ema_decay}) must be in [0, 1), e.g. 0.999")
+        if self.vae_texture_weight < 0:
+            raise ConfigError(f"`vae_texture_weight` ({self.vae_texture_weight}) must be >= 0")
         if self.weight_decay < 0 or self.grad_clip < 0 or self.vae_kl_weight < 0:
             raise ConfigError(
                 f"`weight_decay` ({self.weight_decay}), `grad_clip` ({self.grad_clip}) and "

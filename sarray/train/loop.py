@@ -211,7 +211,9 @@ class Trainer:
                 dist_backend="nccl" if self.device.startswith("cuda") else "gloo",
                 auto_mpi_discovery=False, verbose=False)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        if self.device == "cpu":
+        if self.device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+            # Split the cores between the processes of this machine (OMP_NUM_THREADS wins:
+            # on a shared machine, 1 thread avoids OpenMP spin-waiting against other work).
             local = int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(local, 1)))
         self.precision = resolve_precision(config.precision, self.device)
@@ -325,7 +327,12 @@ class Trainer:
             noise = torch.randn((x.shape[0], 4, x.shape[2] // lat, x.shape[3] // lat),
                                 generator=generator).to(self.device, self.dtype)
             recon, kl = self.engine(x.to(self.dtype), noise)
-            return torch.nn.functional.mse_loss(recon.float(), x) + self.config.vae_kl_weight * kl.float().mean()
+            recon = recon.float()
+            loss = torch.nn.functional.mse_loss(recon, x) + self.config.vae_kl_weight * kl.float().mean()
+            if self.config.vae_texture_weight:
+                loss = loss + self.config.vae_texture_weight * (
+                    block_std(recon, 4) - block_std(x, 4)).abs().mean()
+            return loss
         with torch.no_grad():
             posterior = self.vae.encode(x).latent_dist
             eps = torch.randn(posterior.mean.shape, generator=generator).to(self.device)
@@ -379,12 +386,11 @@ class Trainer:
         torch = self.torch
         assert self.reference is not None
         models = copy.deepcopy(self.reference)
-        prefix = "vae." if self.config.train == "vae" else ""
         with torch.no_grad():
             for name, value in self.ema.shadow.items():
                 if ".lora_" in name:
                     continue
-                component, _, rest = (prefix + name).partition(".")
+                component, _, rest = name.partition(".")
                 param = models[component].get_parameter(rest)
                 param.copy_(value.to(param.dtype))
         for enc in ("text_encoder", "text_encoder_2"):
@@ -488,6 +494,14 @@ class Trainer:
             self.writer.close()
         torch.distributed.barrier()
         return result
+
+
+def block_std(images: Any, block: int) -> Any:
+    """Standard deviation of every ``block`` x ``block`` block of ``(B, C, H, W)`` images."""
+    b, c, h, w = images.shape
+    x = images[..., : h // block * block, : w // block * block]
+    x = x.reshape(b, c, h // block, block, w // block, block)
+    return x.std(dim=(3, 5))
 
 
 def run_training(config: TrainConfig) -> dict[str, Any]:
