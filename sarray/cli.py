@@ -7,7 +7,6 @@ exit with status 1; usage errors exit with status 2.
 from __future__ import annotations
 
 import json
-import sys
 from functools import wraps
 from pathlib import Path
 from typing import Any, Callable, Optional

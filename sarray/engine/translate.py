@@ -284,7 +284,6 @@ def _translate_scene(
     import ray
     from tqdm.auto import tqdm
 
-    from sarray.archive.radiometry import to_amplitude  # noqa: F401  (units sanity)
     from sarray.archive.write import _FIELDS, _block_stats, combine_stats
     from sarray.ingest.source import Georef
     from sarray.stitch.blend import Prediction, blend_chunk

@@ -333,7 +333,6 @@ class Replica:
             ConfigError: for a malformed batch (shapes, lengths, metadata, tile size).
             ReplicaError: when the model fails on a tile; the message names the tile.
         """
-        torch = self._torch
         cfg = self.config
         # 1. Validate the batch before any model work.
         if not isinstance(batch, dict) or not {"tiles", "scene_id", "tile_index", "meta"} <= set(batch):

@@ -9,7 +9,7 @@ from sarray.stitch.blend import Prediction, blend_chunk
 
 def _two_overlapping(seed: int) -> tuple[list[Prediction], np.ndarray]:
     rng = np.random.default_rng(seed)
-    h, w = 64, 96
+    h = 64
     # Tile A covers columns 0..64, tile B 32..96; weights ramp across 32..64.
     t = np.clip((np.arange(32, 64) + 0.5 - 32) / 32, 0, 1)
     wa = np.concatenate([np.ones(32), 0.5 + 0.5 * np.cos(np.pi * t)])
