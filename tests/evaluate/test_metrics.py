@@ -1,0 +1,117 @@
+"""Metrics on known cases, baselines' sanity, and consistency to float precision."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sarray.archive.radiometry import multilook_intensity
+from sarray.evaluate import baselines as bl
+from sarray.evaluate import metrics as m
+from sarray.stitch.consistency import apply_consistency
+
+
+def _scene(seed: int = 0, shape=(128, 128), looks: int = 1):
+    """Blocky reflectivity (16 px blocks) times unit-mean Gamma speckle; and its multilook x4."""
+    rng = np.random.default_rng(seed)
+    refl = np.kron(rng.uniform(0.1, 2.0, size=(shape[0] // 16, shape[1] // 16)), np.ones((16, 16)))
+    fine = refl * rng.gamma(looks, 1.0 / looks, size=shape)
+    return fine, multilook_intensity(fine, 4)
+
+
+def test_identical_images_score_perfectly() -> None:
+    fine, _ = _scene()
+    db = m.to_db_floored(fine, 1e-6)
+    assert m.psnr(db, db) == float("inf")
+    assert m.ssim(db, db) == pytest.approx(1.0)
+    assert m.spectrum_distance(db, db) == 0.0
+    assert m.histogram_distance(db, db) == 0.0
+    assert m.consistency_rms_db(fine, multilook_intensity(fine, 4), 4) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_histogram_distance_is_the_shift_and_psnr_ssim_drop_with_noise() -> None:
+    fine, _ = _scene()
+    db = m.to_db_floored(fine, 1e-6)
+    assert m.histogram_distance(db + 1.5, db) == pytest.approx(1.5)
+    noisy = db + np.random.default_rng(1).normal(0, 1.0, db.shape)
+    noisier = db + np.random.default_rng(1).normal(0, 3.0, db.shape)
+    assert m.psnr(noisier, db) < m.psnr(noisy, db) < 100
+    assert m.ssim(noisier, db) < m.ssim(noisy, db) < 1.0
+    assert m.psnr(noisier, db) - m.psnr(noisy, db) == pytest.approx(-20 * np.log10(3), abs=0.2)
+
+
+def test_enl_of_pure_speckle_matches_its_looks() -> None:
+    rng = np.random.default_rng(2)
+    for looks in (1, 4):
+        i = rng.gamma(looks, 1.0 / looks, size=(256, 256))
+        mask = np.ones((16, 16), dtype=bool)
+        enl, cv = m.speckle_statistics(i, mask, 16)
+        assert enl == pytest.approx(looks, rel=0.15)
+    # Single-look amplitude (Rayleigh) has CV sqrt(4/pi - 1) = 0.523.
+    _, cv = m.speckle_statistics(rng.gamma(1, 1, size=(256, 256)), np.ones((16, 16), bool), 16)
+    assert cv == pytest.approx(0.523, abs=0.02)
+
+
+def test_homogeneous_windows_pick_the_uniform_ones() -> None:
+    c = np.ones((16, 16))
+    c[:8] = np.random.default_rng(3).gamma(1, 1, size=(8, 16))  # top half textured
+    mask = m.homogeneous_windows(c, window=4, fraction=0.5)
+    assert mask.shape == (4, 4)
+    assert mask[2:].all() and not mask[:2].any()
+
+
+def test_bicubic_baseline_numbers_are_sane() -> None:
+    fine, coarse = _scene(seed=4)
+    floor = 1e-4 * fine.mean()
+    truth = m.to_db_floored(fine, floor)
+    up = bl.bicubic(coarse, 4)
+    lz = bl.lanczos(coarse, 4)
+    assert up.shape == lz.shape == fine.shape and (up > 0).all()
+    # Upsampling keeps the coarse means: nearly consistent (bicubic is not exactly mean-preserving).
+    assert 0.05 < m.consistency_rms_db(up, coarse, 4) < 1.0
+    p, s = m.psnr(m.to_db_floored(up, floor), truth), m.ssim(m.to_db_floored(up, floor), truth)
+    assert 10 < p < 30 and 0.0 < s < 0.6
+    # Smooth: far fewer speckle fluctuations than the single-look truth (ENL much higher).
+    mask = m.homogeneous_windows(coarse, window=4)
+    enl_up, _ = m.speckle_statistics(up, mask, 16)
+    enl_truth, _ = m.speckle_statistics(fine, mask, 16)
+    assert enl_truth == pytest.approx(1.0, rel=0.3)
+    assert enl_up > 5 * enl_truth
+
+
+def test_speckle_baseline_matches_the_histogram_better_than_bicubic() -> None:
+    train_fine, train_coarse = _scene(seed=5)
+    parent = np.repeat(np.repeat(train_coarse, 4, 0), 4, 1)
+    q = np.quantile(train_fine / parent, np.linspace(0, 1, 2001))
+    ratios = bl.RatioDistribution(quantiles=tuple(q), samples=train_fine.size)
+    assert ratios.mean == pytest.approx(1.0, abs=0.02)
+    fine, coarse = _scene(seed=6)
+    floor = 1e-4 * fine.mean()
+    truth = m.to_db_floored(fine, floor)
+    sp = bl.speckle_baseline(coarse, 4, ratios, np.random.default_rng(0))
+    up = bl.bicubic(coarse, 4)
+    assert m.histogram_distance(m.to_db_floored(sp, floor), truth) < \
+        0.5 * m.histogram_distance(m.to_db_floored(up, floor), truth)
+    assert m.spectrum_distance(m.to_db_floored(sp, floor), truth) < \
+        m.spectrum_distance(m.to_db_floored(up, floor), truth)
+    with pytest.raises(ValueError):
+        bl.RatioDistribution(quantiles=(2.0, 1.0), samples=2)
+
+
+@pytest.mark.parametrize("units,quantity", [("linear", "amplitude"), ("db", "intensity"),
+                                            ("linear", "intensity")])
+def test_consistency_step_makes_the_multilook_reproduce_the_input(units, quantity) -> None:
+    from sarray.archive.radiometry import from_intensity, to_intensity
+
+    fine, coarse = _scene(seed=7)
+    # Any fine output (here: an unrelated speckled image) is rescaled onto the input.
+    other, _ = _scene(seed=8)
+    source = from_intensity(coarse[None], units=units, quantity=quantity).astype(np.float32)
+    output = from_intensity(other[None], units=units, quantity=quantity).astype(np.float32)
+    fixed = apply_consistency(output, source, scale=4, units=units, quantity=quantity)
+    i_fixed = to_intensity(fixed.astype(np.float64), units=units, quantity=quantity)[0]
+    i_src = to_intensity(source.astype(np.float64), units=units, quantity=quantity)[0]
+    np.testing.assert_allclose(multilook_intensity(i_fixed, 4), i_src, rtol=2e-6)
+    assert m.consistency_rms_db(i_fixed, i_src, 4) < 1e-4
+    assert m.consistency_rms_db(to_intensity(output.astype(np.float64), units=units,
+                                             quantity=quantity)[0], i_src, 4) > 1.0

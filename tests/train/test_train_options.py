@@ -1,0 +1,53 @@
+"""One process: LoRA on the text encoders, ControlNet-only training, checkpointing, ZeRO-1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.mark.slow
+def test_controlnet_with_text_lora_trains_only_what_it_should(hr_archive, tmp_path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from sarray.testing.models import save_tiny_weights
+    from sarray.train.config import TrainConfig
+    from sarray.train.loop import run_training
+    from sarray.train.pairs import PairConfig
+
+    init = save_tiny_weights(tmp_path / "init", seed=3)
+    cfg = TrainConfig(
+        output_dir=str(tmp_path / "run"), model=str(init), train="controlnet",
+        text_encoder_lora_rank=2, steps=3, batch_size=2, learning_rate=1e-3, zero_stage=1,
+        gradient_checkpointing=True, ema_decay=0.0, validate_every=2, val_tiles=1,
+        data=PairConfig(archive=str(hr_archive), tile_px=64, val_scenes=("hr-2",)),
+    )
+    result = run_training(cfg)
+    assert result["step"] == 3 and np.isfinite(result["losses"]).all()
+    export = Path(result["export"])
+
+    def weights(folder: Path, name: str) -> dict:
+        files = list((folder / name).glob("*.safetensors"))
+        return load_file(str(files[0]))
+
+    # The UNet and VAE are frozen: bit-identical to the initial weights.
+    for name in ("unet", "vae"):
+        a, b = weights(init, name), weights(export, name)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # The ControlNet and (through the merged LoRA) the text encoders changed.
+    a, b = weights(init, "controlnet"), weights(export, "controlnet")
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    a, b = weights(init, "text_encoder"), weights(export, "text_encoder")
+    assert set(a) == set(b)  # merged: no lora_ tensors left, the plain layout
+    changed = [k for k in a if not torch.equal(a[k], b[k])]
+    assert changed and all(any(p in k for p in ("q_proj", "k_proj", "v_proj", "out_proj")) for k in changed)
+    # Validation wrote a grid, the loss curve exists, TensorBoard has events.
+    assert list((tmp_path / "run" / "val").glob("step-*.png"))
+    assert (tmp_path / "run" / "loss.png").is_file()
+    assert list((tmp_path / "run" / "tensorboard").glob("events.*"))
+    lines = (tmp_path / "run" / "loss.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [0, 1, 2]
