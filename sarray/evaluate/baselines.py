@@ -6,9 +6,11 @@ All baselines work on linear intensity ``(h, w)`` and return ``(h * scale, w * s
   aligned), negative overshoots clipped to a floor.
 - :func:`lanczos`: the same with the Lanczos-3 kernel.
 - :func:`speckle_baseline`: bicubic intensity multiplied by independent draws from the training
-  set's distribution of fine-to-coarse intensity ratios (:class:`RatioDistribution`): the
-  coarse-pixel mean is kept and each fine pixel gets a realistic amount of speckle, with no
-  spatial structure beyond the bicubic one.
+  set's distribution of fine-to-coarse intensity ratios (:class:`RatioDistribution`): each fine
+  pixel gets the training set's amount of speckle, with no spatial structure beyond the bicubic
+  one. The ratio is fine intensity over the intensity of the *degraded* coarse pixel above it
+  (speckle of the coarse sensor included), so its mean is about ``L / (L - 1)`` for coarse
+  speckle of ``L`` looks, not 1.
 """
 
 from __future__ import annotations
@@ -91,10 +93,14 @@ class RatioDistribution:
         return cls(quantiles=tuple(float(v) for v in data["quantiles"]), samples=int(data["samples"]))
 
 
-def ratio_distribution(sampler: Any, *, tiles: int, start: int = 0) -> RatioDistribution:
+def ratio_distribution(sampler: Any, *, tiles: int, start: int = 0,
+                       positive_only: bool = False) -> RatioDistribution:
     """Estimate the ratio distribution from ``tiles`` pairs of a (training) :class:`PairSampler`.
 
-    Pixels whose coarse intensity is zero or not finite are skipped.
+    Pixels whose coarse intensity is zero or not finite are skipped. ``positive_only`` also
+    drops zero ratios (fine pixels of intensity 0: 8-bit products such as the Umbra GEC quantise
+    dark speckle to 0, about a sixth of the training pixels here); it gives a stronger variant
+    of the baseline on data without such quantisation.
     """
     scale = sampler.config.degradation.scale
     ratios = []
@@ -105,6 +111,8 @@ def ratio_distribution(sampler: Any, *, tiles: int, start: int = 0) -> RatioDist
         coarse = to_intensity(pair["condition"].astype(np.float64), units=meta["units"], quantity=meta["quantity"])
         parent = np.repeat(np.repeat(coarse, scale, axis=-2), scale, axis=-1)
         ok = np.isfinite(fine) & np.isfinite(parent) & (parent > 0)
+        if positive_only:
+            ok &= fine > 0
         ratios.append(fine[ok] / parent[ok])
     r = np.concatenate(ratios) if ratios else np.empty(0)
     if r.size < 2:

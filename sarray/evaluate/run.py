@@ -8,6 +8,8 @@ never trained on), the same coarse input is turned into a fine tile by
 - ``bicubic`` and ``lanczos``: upsampling of intensity;
 - ``speckle``: bicubic intensity times independent draws of the training split's fine-to-coarse
   intensity ratios;
+- ``speckle_nz``: the same with zero ratios left out of the distribution (a stronger variant:
+  8-bit training products quantise dark speckle to 0, which the held-out scenes may not do);
 
 and each is compared with the truth (:mod:`sarray.evaluate.metrics`). The truth's own speckle
 statistics are reported as the reference row. Outputs: ``metrics.json`` (per tile and means),
@@ -33,7 +35,7 @@ from sarray.train.pairs import PairConfig
 
 logger = logging.getLogger(__name__)
 
-METHODS: tuple[str, ...] = ("bicubic", "lanczos", "speckle", "model")
+METHODS: tuple[str, ...] = ("bicubic", "lanczos", "speckle", "speckle_nz", "model")
 #: Homogeneous windows: edge in coarse pixels, and the fraction of most uniform windows kept.
 HOMOGENEOUS_WINDOW_COARSE_PX = 4
 HOMOGENEOUS_FRACTION = 0.25
@@ -118,6 +120,7 @@ def evaluate(config: EvaluateConfig, *, progress: bool = False) -> dict[str, Any
     val = PairSampler(config.data, "val")
     train = PairSampler(config.data, "train")
     ratios = bl.ratio_distribution(train, tiles=config.ratio_tiles)
+    ratios_nz = bl.ratio_distribution(train, tiles=config.ratio_tiles, positive_only=True)
     replica = Replica(ReplicaConfig(**resolve_model(config.model), scale=scale, seed=config.seed,
                                     num_inference_steps=config.num_inference_steps))
     rng = np.random.default_rng([config.seed, 4242])
@@ -148,6 +151,7 @@ def evaluate(config: EvaluateConfig, *, progress: bool = False) -> dict[str, Any
                 "bicubic": bl.bicubic(input_i[p], scale),
                 "lanczos": bl.lanczos(input_i[p], scale),
                 "speckle": bl.speckle_baseline(input_i[p], scale, ratios, rng),
+                "speckle_nz": bl.speckle_baseline(input_i[p], scale, ratios_nz, rng),
                 "model": model_i[p],
             }
             mask = m.homogeneous_windows(input_i[p], window=HOMOGENEOUS_WINDOW_COARSE_PX)
@@ -176,6 +180,7 @@ def evaluate(config: EvaluateConfig, *, progress: bool = False) -> dict[str, Any
         "tiles_evaluated": len(rows),
         "ratio_distribution_samples": ratios.samples,
         "ratio_distribution_mean": ratios.mean,
+        "ratio_distribution_zero_fraction": float(np.mean(np.asarray(ratios.quantiles) == 0)),
         "means": means,
         "truth": truth,
         "elapsed_s": round(elapsed, 1),

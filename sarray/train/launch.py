@@ -65,7 +65,12 @@ def train_with_ray(config: TrainConfig, *, num_workers: int = 2, use_gpu: bool =
     result = trainer.fit()
     if result.error is not None:
         raise result.error
-    return {**(result.metrics or {}), "losses": []}
+    import json
+
+    # Rank 0 writes its summary into the run folder (Ray Train V2 keeps no metrics without a
+    # Ray checkpoint; sarray's checkpoints live in the run folder).
+    summary = json.loads((config.run_dir / "result.json").read_text())
+    return {**summary, "losses": []}
 
 
 def _cluster_address() -> bool:

@@ -22,7 +22,7 @@ Run folder (``output_dir``)
 ``tensorboard/``; ``loss.jsonl`` (one line per step, rank 0); ``val/step-XXXXXXXX.png``
 (validation grids); ``val-export/`` (EMA weights of the latest validation); ``export/`` (final
 weights, diffusers layout, safetensors, loadable by :class:`sarray.models.replica.Replica`);
-``loss.png`` (the loss curve).
+``loss.png`` (the loss curve); ``result.json`` (rank 0's summary of the last run).
 """
 
 from __future__ import annotations
@@ -492,6 +492,9 @@ class Trainer:
             result["export"] = str(self.export(self.run_dir / "export"))
             plot_loss_curve(log_path, self.run_dir / "loss.png")
             self.writer.close()
+            summary = {k: v for k, v in result.items() if k != "losses"}
+            summary["first_loss"], summary["last_loss"] = (losses[0], losses[-1]) if losses else (None, None)
+            (self.run_dir / "result.json").write_text(json.dumps(summary, indent=1))
         torch.distributed.barrier()
         return result
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,11 +62,14 @@ def test_two_process_zero_run_resumes_exactly(stage, hr_archive, tmp_path) -> No
     # 1. Uninterrupted: 4 steps.
     full = _torchrun(_config(tmp_path, hr_archive, "full", zero_stage=stage))
     assert full["world_size"] == 2 and full["zero_stage"] == stage and full["step"] == 4
-    # 2. Interrupted after 2 steps (its checkpoint), then resumed to 4.
-    cfg = _config(tmp_path, hr_archive, "split", zero_stage=stage)
-    first = _torchrun(cfg, "--steps", "2")
-    assert first["step"] == 2 and not first["resumed"]
-    second = _torchrun(cfg)
+    # 2. As if interrupted after step 2: a copy of the run folder without what came after the
+    #    step-2 checkpoint, resumed to 4.
+    split = tmp_path / "split"
+    shutil.copytree(tmp_path / "full", split)
+    shutil.rmtree(split / "checkpoints" / "step-00000004")
+    shutil.rmtree(split / "export")
+    (split / "checkpoints" / "latest").write_text("step-00000002")
+    second = _torchrun(_config(tmp_path, hr_archive, "split", zero_stage=stage))
     assert second["resumed"] and second["step"] == 4
     a, b = _losses(tmp_path / "full"), _losses(tmp_path / "split")
     assert len(a) == len(b) == 4
