@@ -4,7 +4,7 @@ Examples::
 
     # one machine, N processes (gloo on CPU, nccl on GPUs):
     torchrun --nproc_per_node 2 jobs/train.py --config cfg.yaml
-    deepspeed --num_gpus 2 jobs/train.py --config cfg.yaml
+    deepspeed --num_gpus 2 jobs/train.py --config cfg.yaml   # on CPU: --num_accelerators 2
     # a Ray cluster: N Ray Train workers (TorchTrainer), one process each:
     ray job submit --working-dir . -- python jobs/train.py --config cfg.yaml --launcher ray --workers 4
 

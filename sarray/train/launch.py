@@ -8,13 +8,13 @@ checkpoints are written there by every rank and resumed from there.
 
 From a laptop or CI::
 
-    ray job submit --address http://HEAD:8265 --working-dir . -- \
+    ray job submit --address http://HEAD:8265 --runtime-env cluster/train_runtime_env.yaml -- \
         python jobs/train.py --config cfg.yaml --launcher ray --workers 8 --gpu
 
-Ray 2.60 turns token authentication on by default: ``ray job submit`` to a head that was
-started with auth needs the token (``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token``). sarray does not
-switch auth off for you; a test cluster started with ``RAY_AUTH_MODE=disabled`` (see
-``cluster/README.md``) accepts unauthenticated submissions on purpose.
+Ray 2.60 turns token authentication on by default and sarray keeps it on (see
+``cluster/README.md``): set ``RAY_AUTH_MODE=token`` for the head and every client, and give
+remote clients the head's token (``RAY_AUTH_TOKEN``). ``cluster/train_runtime_env.yaml`` is the
+runtime environment for training jobs.
 """
 
 from __future__ import annotations

@@ -92,3 +92,19 @@ def test_two_process_zero_run_resumes_exactly(stage, hr_archive, tmp_path) -> No
     ckpt = tmp_path / "full" / "checkpoints" / "step-00000004"
     assert (ckpt / "ema.safetensors").is_file()
     assert len(list(ckpt.glob("*optim_states.pt"))) == 2
+
+
+@pytest.mark.slow
+def test_deepspeed_launcher_two_processes_zero1(hr_archive, tmp_path) -> None:
+    import shutil as sh
+
+    launcher = sh.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
+    cfg = _config(tmp_path, hr_archive, "ds", zero_stage=1, steps=2, checkpoint_every=0)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([launcher, "--num_accelerators", "2", "--master_port", str(_free_port()),
+                           str(REPO / "jobs" / "train.py"), "--config", str(cfg)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((tmp_path / "ds" / "result.json").read_text())
+    assert summary["world_size"] == 2 and summary["zero_stage"] == 1 and summary["step"] == 2
+    assert len(_losses(tmp_path / "ds")) == 2
