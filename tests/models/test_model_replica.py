@@ -165,17 +165,3 @@ def test_half_precision_dtypes_run(dtype, spain):
     tile, meta = spain
     y = tiny_replica(scale=4, dtype=dtype)(batch_of(tile[None, :, :16, :16], meta))["output"]
     assert y.dtype == np.float32 and np.isfinite(y).all()
-
-
-def test_tiny_translates_a_256_tile_in_under_a_second(tiny, spain):
-    import time
-
-    tile, meta = spain
-    batch = batch_of(tile[None, :, :64, :64], meta)
-    tiny(batch)  # warm-up
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        tiny(batch)
-        times.append(time.perf_counter() - t0)
-    assert sorted(times)[1] < 1.0, times  # measured ~0.1 s on 2 cores: 10x headroom
