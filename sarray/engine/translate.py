@@ -54,7 +54,8 @@ class TranslateConfig:
     """What to translate and how.
 
     Args:
-        scale: output spacing = input spacing / scale.
+        scale: output spacing = input spacing / scale; 1 (same spacing) is for
+            simulated-to-real on scenes of platform ``simulated``.
         model: ``tiny`` (shipped weights), ``tiny-random`` (seeded random weights, for tests and
             benchmarks), ``sdxl`` (hub id), or a local folder in the diffusers layout.
         replicas: actors in the pool (one per GPU on GPU clusters).
@@ -91,8 +92,8 @@ class TranslateConfig:
     replica_class: str = "sarray.models.replica:Replica"
 
     def __post_init__(self) -> None:
-        if self.scale not in SCALES or self.scale < 2:
-            raise ConfigError(f"`scale` ({self.scale!r}) must be one of {SCALES[1:]}")
+        if self.scale not in SCALES:
+            raise ConfigError(f"`scale` ({self.scale!r}) must be one of {SCALES}")
         if not isinstance(self.replicas, int) or self.replicas < 1:
             raise ConfigError(f"`replicas` ({self.replicas!r}) must be a positive integer")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -181,6 +182,11 @@ def _check_scenes(arch: Archive, scene_ids: list[str], config: TranslateConfig,
         raise ConfigError("`out_scene` names one output but several scenes were given")
     for sid in scene_ids:
         rec = arch.record(sid)  # SceneNotFoundError names the archive and the fix
+        if config.scale == 1 and rec.platform != "simulated":
+            raise ConfigError(
+                f"`scale` (1) keeps the spacing: it is for simulated-to-real on platform "
+                f"'simulated' scenes, and {sid!r} is {rec.platform!r}; use --scale 2 or more"
+            )
         if rec.shape[1] < 1 or rec.shape[2] < 1:
             raise ArchiveError(f"scene {sid!r}: empty")
     if out_arch.path.exists() and not out_arch.exists():

@@ -32,7 +32,6 @@ def test_unknown_scene_fails_before_ray(arch: Path) -> None:
     ("kwargs", "match"),
     [
         ({"scale": 3}, "`scale` \\(3\\) must be one of"),
-        ({"scale": 1}, "`scale` \\(1\\)"),
         ({"chunk_px": 64, "halo_px": 16}, "`halo_px` \\(16\\) must be smaller than the tile footprint"),
         ({"chunk_px": 130}, "`chunk_px` \\(130\\) must be a positive multiple of `scale`"),
         ({"model": "/no/such/weights"}, "`model`"),
@@ -52,3 +51,12 @@ def test_cli_bad_scale_exits_1_without_ray(arch: Path) -> None:
 
     res = CliRunner().invoke(app, ["translate", str(arch), "Spain_7370579_S1Hand", "--scale", "3"])
     assert res.exit_code == 1 and "`scale` (3)" in res.stderr
+
+
+def test_scale_one_is_for_simulated_scenes_only(arch: Path) -> None:
+    import ray
+
+    with pytest.raises(ConfigError, match="simulated-to-real"):
+        translate(arch, ["Spain_7370579_S1Hand"], TranslateConfig(model="tiny-random", scale=1),
+                  progress=False)
+    assert not ray.is_initialized()
