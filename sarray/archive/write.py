@@ -25,7 +25,7 @@ from sarray.archive.radiometry import to_amplitude, to_db
 # deviations (merged with Chan's parallel formula), min, max. The amplitude and dB moments are
 # estimated on a 1-in-16 pixel subsample (every 4th row and column): they only feed
 # normalisation and quicklooks, and a full pass of sqrt/log10 would cost more than the write.
-_FIELDS = ("n", "mean", "m2", "min", "max", "amp_n", "amp_mean", "amp_m2", "db_n", "db_mean", "db_m2")
+STAT_FIELDS = ("n", "mean", "m2", "min", "max", "amp_n", "amp_mean", "amp_m2", "db_n", "db_mean", "db_m2")
 SUBSAMPLE = 4
 
 
@@ -44,8 +44,10 @@ def _moments(v: np.ndarray) -> tuple[float, float, float]:
     return float(n), mean, float(np.dot(d, d))
 
 
-def _block_stats(block: np.ndarray, units: str, quantity: str) -> np.ndarray:
-    out = np.zeros((block.shape[0], 1, 1, len(_FIELDS)), dtype=np.float64)
+def block_stats(block: np.ndarray, units: str, quantity: str) -> np.ndarray:
+    """Partial statistics (pol, 1, 1, STAT_FIELDS) of one (pol, y, x) block; merge them with
+    :func:`combine_stats`. Used per chunk by ingest and by the translate engine."""
+    out = np.zeros((block.shape[0], 1, 1, len(STAT_FIELDS)), dtype=np.float64)
     for p in range(block.shape[0]):
         v = _finite(block[p])
         if v.size == 0:
@@ -73,7 +75,7 @@ def combine_stats(parts: np.ndarray, pols: tuple[str, ...], total_px: int) -> di
     """Reduce per-chunk partials (pol, ny, nx, field) into per-polarisation statistics."""
     stats: dict[str, dict[str, float]] = {}
     for p, pol in enumerate(pols):
-        f = {name: parts[p, :, :, i].ravel() for i, name in enumerate(_FIELDS)}
+        f = {name: parts[p, :, :, i].ravel() for i, name in enumerate(STAT_FIELDS)}
         n, mean, std = _merge(f["n"], f["mean"], f["m2"])
         if n == 0:
             stats[pol] = {"valid_fraction": 0.0}
@@ -160,8 +162,8 @@ def stage_scene_graph(
     )
     nyb, nxb = len(data.chunks[1]), len(data.chunks[2])
     parts = dsa.map_blocks(
-        _block_stats, data, units, quantity,
-        chunks=((data.shape[0],), (1,) * nyb, (1,) * nxb, (len(_FIELDS),)),
+        block_stats, data, units, quantity,
+        chunks=((data.shape[0],), (1,) * nyb, (1,) * nxb, (len(STAT_FIELDS),)),
         new_axis=[3], dtype=np.float64, meta=np.empty((0, 0, 0, 0), np.float64),
     )
     return write, parts

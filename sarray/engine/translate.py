@@ -226,6 +226,12 @@ def translate(
     if (cog or quicklook) and len(scene_ids) > 1:
         raise ConfigError("--cog/--quicklook take one scene; translate scenes one at a time")
     replica_cfg = config.replica_config()
+    done_already = out_arch.catalog()
+    if all((config.out_scene or f"{sid}_x{config.scale}") in done_already for sid in scene_ids):
+        # Nothing to compute: no Ray, no model; exports still happen below.
+        summaries = [TranslateSummary(source_scene=sid, out_scene=config.out_scene or f"{sid}_x{config.scale}",
+                                      status="exists") for sid in scene_ids]
+        return _export(arch, out_arch, scene_ids, summaries, cog, quicklook, t_start)
 
     # 1. Ray: an existing cluster (RAY_ADDRESS) or a local one started for the job.
     started_here = False
@@ -250,7 +256,12 @@ def translate(
         if started_here:
             ray.shutdown()
 
-    # 2. Optional exports of the (single) output.
+    return _export(arch, out_arch, scene_ids, summaries, cog, quicklook, t_start)
+
+
+def _export(arch: Archive, out_arch: Archive, scene_ids: list[str], summaries: list[TranslateSummary],
+            cog: str | Path | None, quicklook: str | Path | None, t_start: float) -> list[TranslateSummary]:
+    """2. Optional exports of the (single) output, then the wall time."""
     s = summaries[0]
     if cog is not None and s.status != "partial":
         from sarray.archive.export import export_cog
@@ -290,7 +301,7 @@ def _translate_scene(
     import ray
     from tqdm.auto import tqdm
 
-    from sarray.archive.write import _FIELDS, _block_stats, combine_stats
+    from sarray.archive.write import STAT_FIELDS, block_stats, combine_stats
     from sarray.ingest.source import Georef
     from sarray.stitch.blend import Prediction, blend_chunk
     from sarray.stitch.consistency import apply_consistency
@@ -334,7 +345,7 @@ def _translate_scene(
     out = open_or_create_output(
         out_arch, out_id, shape=(n_p, *shape_out), pols=rec.polarisations, georef=georef,
         chunk_px=spec.chunk_px, grid=grid, attrs=out_attrs, provenance=provenance,
-        n_stats=len(_FIELDS))
+        n_stats=len(STAT_FIELDS))
 
     # 2. What is left: chunks not done, and the tiles they need (neighbours included).
     done = out.done_mask()
@@ -406,7 +417,7 @@ def _translate_scene(
                 r0, c0 = tile.src[0], tile.src[2]
                 src = buffer[c][1][:, y0 // s - r0 : y1 // s - r0, x0 // s - c0 : x1 // s - c0]
                 values = apply_consistency(values, src, scale=s, units=units, quantity=quantity)
-            out.write_chunk(c, tile.chunk, values, _block_stats(values, units, quantity)[:, 0, 0])
+            out.write_chunk(c, tile.chunk, values, block_stats(values, units, quantity)[:, 0, 0])
             todo_set.discard(c)
             summary.output_px += values.shape[1] * values.shape[2]
             nonlocal_written += 1

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from sarray.archive.layout import ArchiveLayout
-from sarray.archive.write import _block_stats, combine_stats
+from sarray.archive.write import block_stats, combine_stats
 from sarray.ingest.config import IngestConfig
 from sarray.ingest.geotiff import open_geotiffs
 from sarray.testing.scenes import speckle_image, write_geotiff
@@ -19,7 +19,7 @@ def test_chunked_stats_equal_whole_array_stats() -> None:
     a[0, :10] = np.nan
     a[1, 5, 5] = np.inf
     parts = np.concatenate(
-        [np.concatenate([_block_stats(a[:, r : r + 100, c : c + 250], "linear", "intensity")
+        [np.concatenate([block_stats(a[:, r : r + 100, c : c + 250], "linear", "intensity")
                          for c in (0, 250)], axis=2) for r in (0, 100, 200)], axis=1)
     st = combine_stats(parts, ("VV", "VH"), 300 * 500)
     for p, pol in enumerate(("VV", "VH")):
