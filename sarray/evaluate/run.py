@@ -224,7 +224,11 @@ def format_table(result: dict[str, Any]) -> str:
             f"{r['histogram_w1_db']:.3f} | {r['enl']:.2f} | {r['cv']:.3f} | {r['consistency_rms_db']:.4f} |"
         )
     lines.append(f"| truth | | | 0 | 0 | {truth['enl']:.2f} | {truth['cv']:.3f} | |")
-    lines += ["", "ENL and CV: homogeneous windows (the most uniform quarter of the input's "
+    lines += ["", "speckle: bicubic intensity x draws of the training split's fine-to-coarse intensity "
+              f"ratios ({result['ratio_distribution_samples']:,} ratios, mean "
+              f"{result['ratio_distribution_mean']:.3f}, {result['ratio_distribution_zero_fraction']:.1%} "
+              "zeros from 8-bit quantisation); speckle_nz: the same without the zero ratios.",
+              "", "ENL and CV: homogeneous windows (the most uniform quarter of the input's "
               f"{HOMOGENEOUS_WINDOW_COARSE_PX}x{HOMOGENEOUS_WINDOW_COARSE_PX} coarse-pixel windows); "
               "closer to the truth row is better. Means over tiles (ENL: medians per tile)."]
     return "\n".join(lines) + "\n"
