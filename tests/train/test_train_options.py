@@ -51,3 +51,22 @@ def test_controlnet_with_text_lora_trains_only_what_it_should(hr_archive, tmp_pa
     assert list((tmp_path / "run" / "tensorboard").glob("events.*"))
     lines = (tmp_path / "run" / "loss.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_bf16_mixed_precision_trains_and_exports_float32(hr_archive, tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    from sarray.train.config import TrainConfig
+    from sarray.train.loop import run_training
+    from sarray.train.pairs import PairConfig
+
+    cfg = TrainConfig(
+        output_dir=str(tmp_path / "bf16"), train="unet", steps=2, batch_size=2, precision="bf16",
+        zero_stage=2, val_tiles=1,
+        data=PairConfig(archive=str(hr_archive), tile_px=64, val_scenes=("hr-2",)),
+    )
+    result = run_training(cfg)
+    assert result["precision"] == "bf16" and np.isfinite(result["losses"]).all()
+    unet = load_file(str(Path(result["export"]) / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert {str(t.dtype) for t in unet.values()} == {"torch.float32"}
