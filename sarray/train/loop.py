@@ -16,6 +16,13 @@ the uninterrupted run's (tests check this bit for bit on CPU, for ZeRO-2 and ZeR
 learning-rate schedule (linear warm-up, then constant) does not depend on ``steps``, so a run
 may be resumed with a larger ``steps``.
 
+Memory beyond DeepSpeed's model states
+--------------------------------------
+Every rank keeps a float32 EMA of the trained parameters (4 bytes each, unpartitioned: under
+ZeRO-3 it is updated from gathered parameters), and rank 0 keeps a float32 CPU copy of every
+component to export into. For SDXL that is about 10 GB per GPU for a UNet EMA (set
+``ema_decay: 0`` to drop it) and about 19 GB of host memory on rank 0.
+
 Run folder (``output_dir``)
 ---------------------------
 ``checkpoints/step-XXXXXXXX/`` (DeepSpeed's layout + ``ema.safetensors``) and ``latest``;
