@@ -25,9 +25,13 @@ app = typer.Typer(
 
 
 # Sub-commands that live with their stage (only typer is imported at module level there).
+from sarray.evaluate.cli import app as _evaluate_app  # noqa: E402
 from sarray.models.cli import app as _model_app  # noqa: E402
+from sarray.train.cli import app as _train_app  # noqa: E402
 
 app.add_typer(_model_app, name="model")
+app.add_typer(_train_app, name="train")
+app.add_typer(_evaluate_app, name="evaluate")
 
 
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
