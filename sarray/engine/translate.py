@@ -303,7 +303,7 @@ def _translate_scene(
 
     from sarray.archive.write import STAT_FIELDS, block_stats, combine_stats
     from sarray.ingest.source import Georef
-    from sarray.stitch.blend import Prediction, blend_chunk
+    from sarray.stitch.blend import Prediction, blend_chunk, blend_chunk_upper, blend_region
     from sarray.stitch.consistency import apply_consistency
     from sarray.stitch.writer import (
         discard_output,
@@ -354,7 +354,6 @@ def _translate_scene(
         todo = todo[: config.max_chunks]
     todo_set = set(todo)
     needed = sorted({n for c in todo for n in neighbours(c, grid)})
-    uses = {t: sum(1 for c in neighbours(t, grid) if c in todo_set) for t in needed}
     tiles = {k: make_tile(k, (h_in, w_in), spec) for k in needed}
     backscatter = src_ds[VAR_BACKSCATTER]
     meta = {k: attrs[k] for k in ("units", "quantity", "polarisations", "pixel_spacing_m",
@@ -404,36 +403,65 @@ def _translate_scene(
             load[id(actor)] += 1
             prefetch()
 
+    band = spec.band_px
+    # Rows [y0, y1 - band) of chunks whose own and upper neighbours are back: blended early, so
+    # that while a chunk waits for the row below only its final values and the bottom band of
+    # the predictions are kept (about half the memory of whole predictions).
+    partial: dict[tuple[int, int], np.ndarray] = {}
+
+    def pending(m: tuple[int, int]) -> tuple[int, int, int, int]:
+        """The part of chunk ``m`` that still has to be blended."""
+        y0, y1, x0, x1 = tiles[m].chunk
+        return (y1 - band, y1, x0, x1) if m in partial else tiles[m].chunk
+
+    def trim(n: tuple[int, int]) -> None:
+        """Keep only the part of tile ``n``'s prediction that waiting chunks still need."""
+        if n not in buffer:
+            return
+        waiting = [pending(m) for m in neighbours(n, grid) if m in todo_set]
+        if not waiting:
+            del buffer[n]
+            return
+        box = (min(r[0] for r in waiting), max(r[1] for r in waiting),
+               min(r[2] for r in waiting), max(r[3] for r in waiting))
+        pred, src = buffer[n]
+        buffer[n] = (pred.crop(box) or pred, src)
+
+    def finish(c: tuple[int, int], values: np.ndarray) -> None:
+        tile = tiles[c]
+        if config.consistency == "multilook":
+            y0, y1, x0, x1 = tile.chunk
+            r0, c0 = tile.src[0], tile.src[2]
+            src = buffer[c][1][:, y0 // s - r0 : y1 // s - r0, x0 // s - c0 : x1 // s - c0]
+            values = apply_consistency(values, src, scale=s, units=units, quantity=quantity)
+        out.write_chunk(c, tile.chunk, values, block_stats(values, units, quantity)[:, 0, 0])
+        todo_set.discard(c)
+        summary.output_px += values.shape[1] * values.shape[2]
+        summary.chunks_written += 1
+        bar.update(1)
+
     def write_ready(key: tuple[int, int]) -> None:
-        nonlocal_written = 0
         for c in neighbours(key, grid):
-            if c not in todo_set or not all(n in buffer for n in neighbours(c, grid)):
+            if c not in todo_set:
                 continue
-            tile = tiles[c]
-            preds = [buffer[n][0] for n in neighbours(c, grid)]
-            values = blend_chunk(tile.chunk, preds, band_px=spec.band_px)
-            if config.consistency == "multilook":
-                y0, y1, x0, x1 = tile.chunk
-                r0, c0 = tile.src[0], tile.src[2]
-                src = buffer[c][1][:, y0 // s - r0 : y1 // s - r0, x0 // s - c0 : x1 // s - c0]
-                values = apply_consistency(values, src, scale=s, units=units, quantity=quantity)
-            out.write_chunk(c, tile.chunk, values, block_stats(values, units, quantity)[:, 0, 0])
-            todo_set.discard(c)
-            summary.output_px += values.shape[1] * values.shape[2]
-            nonlocal_written += 1
-            bar.update(1)
-            for n in neighbours(c, grid):
-                uses[n] -= 1
-                if uses[n] == 0:
-                    buffer.pop(n, None)
-                elif n in buffer:
-                    # Keep only the part of the prediction that unwritten chunks still need.
-                    waiting = [tiles[m].chunk for m in neighbours(n, grid) if m in todo_set]
-                    box = (min(r[0] for r in waiting), max(r[1] for r in waiting),
-                           min(r[2] for r in waiting), max(r[3] for r in waiting))
-                    pred, src = buffer[n]
-                    buffer[n] = (pred.crop(box) or pred, src)
-        summary.chunks_written += nonlocal_written
+            ns = neighbours(c, grid)
+            chunk = tiles[c].chunk
+            if all(n in buffer for n in ns):
+                preds = [buffer[n][0] for n in ns]
+                if c in partial:
+                    bottom = blend_region((chunk[1] - band, chunk[1], chunk[2], chunk[3]), preds)
+                    values = np.concatenate([partial.pop(c), bottom], axis=1)
+                else:
+                    values = blend_chunk(chunk, preds, band_px=band)
+                finish(c, values)
+            elif (c not in partial and band > 0 and c[0] + 1 < grid[0]
+                  and 2 * band < min(chunk[1] - chunk[0], chunk[3] - chunk[2])
+                  and all(n in buffer for n in ns if n[0] <= c[0])):
+                partial[c] = blend_chunk_upper(chunk, [buffer[n][0] for n in ns if n[0] <= c[0]], band)
+            else:
+                continue
+            for n in ns:
+                trim(n)
 
     try:
         prefetch()

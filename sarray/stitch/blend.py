@@ -92,7 +92,7 @@ def blend_chunk(region: tuple[int, int, int, int], preds: list[Prediction],
     Args:
         region: the chunk on the output grid.
         preds: every prediction that may overlap it.
-        band_px: half-width of the blend bands; when given, only the four border strips of that
+        band_px: half-width of the blend bands; when given, only the border strips of that
             width are blended and the inside is copied from the single prediction covering it
             (the result is the same, at a fraction of the cost).
 
@@ -101,20 +101,34 @@ def blend_chunk(region: tuple[int, int, int, int], preds: list[Prediction],
     """
     y0, y1, x0, x1 = region
     if band_px is None or 2 * band_px >= min(y1 - y0, x1 - x0):
-        return _blend_region(region, preds)
-    out = np.empty((preds[0].values.shape[0], y1 - y0, x1 - x0), np.float32)
+        return blend_region(region, preds)
+    upper = blend_chunk_upper(region, preds, band_px)
+    bottom = blend_region((y1 - band_px, y1, x0, x1), preds)
+    return np.concatenate([upper, bottom], axis=1)
+
+
+def blend_chunk_upper(region: tuple[int, int, int, int], preds: list[Prediction],
+                      band_px: int) -> np.ndarray:
+    """Rows ``[y0, y1 - band_px)`` of :func:`blend_chunk` (top, left, right strips and inside).
+
+    They do not depend on the predictions of the chunk row below, so the engine blends them
+    early and keeps only this part (and the bottom band) while it waits for that row.
+    """
+    y0, y1, x0, x1 = region
     b = band_px
+    out = np.empty((preds[0].values.shape[0], y1 - b - y0, x1 - x0), np.float32)
     strips = [
-        (y0, y0 + b, x0, x1), (y1 - b, y1, x0, x1),  # top, bottom (full width)
+        (y0, y0 + b, x0, x1),  # top (full width)
         (y0 + b, y1 - b, x0, x0 + b), (y0 + b, y1 - b, x1 - b, x1),  # left, right
         (y0 + b, y1 - b, x0 + b, x1 - b),  # inside
     ]
     for r in strips:
-        out[:, r[0] - y0 : r[1] - y0, r[2] - x0 : r[3] - x0] = _blend_region(r, preds)
+        out[:, r[0] - y0 : r[1] - y0, r[2] - x0 : r[3] - x0] = blend_region(r, preds)
     return out
 
 
-def _blend_region(region: tuple[int, int, int, int], preds: list[Prediction]) -> np.ndarray:
+def blend_region(region: tuple[int, int, int, int], preds: list[Prediction]) -> np.ndarray:
+    """Blend the predictions over one rectangle (one ρ per pair, measured over it)."""
     n_p = preds[0].values.shape[0]
     h, w = region[1] - region[0], region[3] - region[2]
     parts = []

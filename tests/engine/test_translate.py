@@ -210,3 +210,31 @@ def test_simulated_scene_is_refined_at_the_same_spacing(ray_local, tmp_path: Pat
     assert Archive(a).record(s.out_scene).pixel_spacing_m == Archive(a).record("sim_vv").pixel_spacing_m
     assert not np.array_equal(out["backscatter"].values, src["backscatter"].values)
     assert out.attrs["platform"] == "synthetic"
+
+
+def test_engine_equals_one_shot_blend_of_every_chunk(ray_local, arch: Path) -> None:
+    """Early (partial) blending while chunks wait for the row below changes nothing."""
+    from sarray.models.replica import ReplicaConfig
+    from sarray.stitch.blend import Prediction, blend_chunk
+    from sarray.testing.replicas import SpeckleReplica
+    from sarray.tiles.grid import iter_tiles, neighbours, tile_ramps
+
+    got = _run(arch, "oneshot", consistency="off", replica_class=f"{REPLICAS}:SpeckleReplica")
+    cfg = TranslateConfig(model="tiny-random", scale=4, chunk_px=128, halo_px=8)
+    spec = cfg.tile_spec()
+    src = Archive(arch).open_scene("smooth_vv")["backscatter"].values
+    rep = SpeckleReplica(ReplicaConfig.from_dict(cfg.replica_config()))
+    shape_out = (src.shape[1] * 4, src.shape[2] * 4)
+    tiles = {t.key: t for t in iter_tiles(src.shape[1:], spec)}
+    preds = {}
+    for k, t in tiles.items():
+        x = src[:, t.src[0] : t.src[1], t.src[2] : t.src[3]]
+        y = rep({"tiles": x[None], "scene_id": ["smooth_vv"], "tile_index": [list(k)]})["output"][0]
+        preds[k] = Prediction(t.out, y.astype(np.float32), *tile_ramps(t, shape_out, spec))
+    grid = (max(k[0] for k in tiles) + 1, max(k[1] for k in tiles) + 1)
+    want = np.empty_like(got)
+    for k, t in tiles.items():
+        y0, y1, x0, x1 = t.chunk
+        want[:, y0:y1, x0:x1] = blend_chunk(t.chunk, [preds[n] for n in neighbours(k, grid)],
+                                            band_px=spec.band_px)
+    np.testing.assert_array_equal(got, want)
