@@ -66,13 +66,13 @@ from sarray.models.meta import SceneMeta
 from sarray.models.presets import ModelPreset, get_preset
 from sarray.models.prompt import build_prompt
 from sarray.models.seeding import derive_seed, normalise_tile_index
+from sarray.tiles.grid import check_scale
 
 logger = logging.getLogger(__name__)
 
 DEVICES_PREFIXES: tuple[str, ...] = ("cpu", "cuda", "mps")
 DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
 RESAMPLINGS: tuple[str, ...] = ("nearest", "bilinear", "bicubic")
-MAX_SCALE = 64
 
 # Model values are floored here before conversion to dB, so that a black output pixel is a very
 # low backscatter (-80 dB below the normalisation scale) rather than -inf.
@@ -147,16 +147,7 @@ class ReplicaConfig:
             raise ConfigError(f"`device` ({self.device!r}) must be 'cpu', 'cuda', 'cuda:N' or 'mps'")
         if self.dtype not in DTYPES:
             raise ConfigError(f"`dtype` ({self.dtype!r}) must be one of {DTYPES}")
-        if (
-            not isinstance(self.scale, int)
-            or isinstance(self.scale, bool)
-            or not 1 <= self.scale <= MAX_SCALE
-            or self.scale & (self.scale - 1)
-        ):
-            raise ConfigError(
-                f"`scale` ({self.scale!r}) must be a power of two in [1, {MAX_SCALE}], e.g. 2, 4 "
-                "or 8"
-            )
+        check_scale(self.scale)
         steps = self.num_inference_steps if self.num_inference_steps is not None else preset.default_steps
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ConfigError(f"`num_inference_steps` ({steps!r}) must be a positive integer")

@@ -22,6 +22,22 @@ import numpy as np
 from sarray.errors import ConfigError
 
 SCALES: tuple[int, ...] = (1, 2, 4, 8, 16)
+# The largest scale any stage accepts (replica, degradation); the engine's tiles stop at 16.
+MAX_SCALE = 64
+
+
+def check_scale(scale: object, *, max_scale: int = MAX_SCALE) -> int:
+    """Return ``scale`` if it is a power of two in [1, ``max_scale``], else raise ConfigError."""
+    if (
+        not isinstance(scale, int)
+        or isinstance(scale, bool)
+        or not 1 <= scale <= max_scale
+        or scale & (scale - 1)
+    ):
+        raise ConfigError(
+            f"`scale` ({scale!r}) must be a power of two in [1, {max_scale}], e.g. 2, 4 or 8"
+        )
+    return scale
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -31,9 +31,9 @@ import numpy as np
 
 from sarray.archive.radiometry import from_intensity, multilook_intensity, to_intensity
 from sarray.errors import ConfigError
+from sarray.tiles.grid import check_scale
 
 LOWPASS_METHODS: tuple[str, ...] = ("multilook", "gaussian")
-MAX_SCALE = 64
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,15 +53,7 @@ class DegradationConfig:
     speckle_looks: float | None = 4.4
 
     def __post_init__(self) -> None:
-        if (
-            not isinstance(self.scale, int)
-            or isinstance(self.scale, bool)
-            or not 1 <= self.scale <= MAX_SCALE
-            or self.scale & (self.scale - 1)
-        ):
-            raise ConfigError(
-                f"`scale` ({self.scale!r}) must be a power of two in [1, {MAX_SCALE}], e.g. 4"
-            )
+        check_scale(self.scale)
         if self.lowpass not in LOWPASS_METHODS:
             raise ConfigError(f"`lowpass` ({self.lowpass!r}) must be one of {LOWPASS_METHODS}")
         if self.speckle_looks is not None and not (
