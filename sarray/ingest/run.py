@@ -160,7 +160,6 @@ def _ingest(paths: list[str | Path], archive: str | Path, config: IngestConfig,
 
     from sarray.progress import dask_progress
 
-
     arch = Archive(archive)
     if arch.path.exists() and not arch.exists():
         raise ArchiveError(f"archive {arch.path}: exists but holds no zarr.json; pick another path")
