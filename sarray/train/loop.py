@@ -367,7 +367,12 @@ class Trainer:
         return root / tag
 
     def maybe_resume(self) -> bool:
-        """Load the newest checkpoint of the run folder, if any; True when resumed."""
+        """Load the newest checkpoint of the run folder, if any; True when resumed.
+
+        DeepSpeed checkpoints are torch pickles: they are only ever read from this run's own
+        output folder (written by this job). Model weights, the only thing read from paths a
+        user hands over, load as safetensors only (:mod:`sarray.models.loading`).
+        """
         from safetensors.torch import load_file
 
         root = self.run_dir / _CKPT_DIR
