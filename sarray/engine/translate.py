@@ -72,6 +72,9 @@ class TranslateConfig:
         device: ``auto``, ``cpu`` or ``cuda``.
         dtype: replica dtype (float32, float16, bfloat16).
         num_inference_steps: sampler steps; None takes the preset's default.
+        micro_batch: tiles per pipeline call inside a replica. 1 keeps every tile bitwise
+            independent of batching (CPU convolutions differ in the last bits when batched);
+            raise it with ``batch_size`` for GPU throughput.
         replica_class: importable ``module:Class`` of the replica (tests use stand-ins).
     """
 
@@ -89,6 +92,7 @@ class TranslateConfig:
     device: str = "auto"
     dtype: str = "float32"
     num_inference_steps: int | None = None
+    micro_batch: int = 1
     replica_class: str = "sarray.models.replica:Replica"
 
     def __post_init__(self) -> None:
@@ -96,6 +100,8 @@ class TranslateConfig:
             raise ConfigError(f"`scale` ({self.scale!r}) must be one of {SCALES}")
         if not isinstance(self.replicas, int) or self.replicas < 1:
             raise ConfigError(f"`replicas` ({self.replicas!r}) must be a positive integer")
+        if not isinstance(self.micro_batch, int) or self.micro_batch < 1:
+            raise ConfigError(f"`micro_batch` ({self.micro_batch!r}) must be a positive integer")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"`batch_size` ({self.batch_size!r}) must be a positive integer")
         if self.consistency not in CONSISTENCY:
@@ -115,7 +121,7 @@ class TranslateConfig:
         from sarray.models.resolve import resolve_model
 
         cfg = {**resolve_model(self.model), "scale": self.scale, "seed": self.seed,
-               "dtype": self.dtype}
+               "dtype": self.dtype, "micro_batch": self.micro_batch}
         if self.num_inference_steps is not None:
             cfg["num_inference_steps"] = self.num_inference_steps
         return cfg

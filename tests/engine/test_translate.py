@@ -238,3 +238,23 @@ def test_engine_equals_one_shot_blend_of_every_chunk(ray_local, arch: Path) -> N
         want[:, y0:y1, x0:x1] = blend_chunk(t.chunk, [preds[n] for n in neighbours(k, grid)],
                                             band_px=spec.band_px)
     np.testing.assert_array_equal(got, want)
+
+
+def test_each_chunk_is_written_exactly_once_whole(ray_local, arch: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from sarray.stitch.writer import OutputScene
+
+    writes: list[tuple] = []
+    real = OutputScene.write_chunk
+
+    def spy(self, key, region, values, stats):
+        writes.append((key, region, values.shape))
+        return real(self, key, region, values, stats)
+
+    monkeypatch.setattr(OutputScene, "write_chunk", spy)
+    _run(arch, "once", replica_class=f"{REPLICAS}:SpeckleReplica")
+    keys = [w[0] for w in writes]
+    assert len(keys) == len(set(keys)) == 5 * 8  # 150x230 input, 32-px footprints
+    for (i, j), (y0, y1, x0, x1), shape in writes:
+        assert (y0, x0) == (i * 128, j * 128)  # aligned on the output chunk grid
+        assert shape[1:] == (y1 - y0, x1 - x0) and y1 - y0 <= 128 and x1 - x0 <= 128

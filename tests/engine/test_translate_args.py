@@ -37,6 +37,7 @@ def test_unknown_scene_fails_before_ray(arch: Path) -> None:
         ({"model": "/no/such/weights"}, "`model`"),
         ({"replicas": 0}, "`replicas`"),
         ({"consistency": "maybe"}, "`consistency`"),
+        ({"micro_batch": 0}, "`micro_batch`"),
     ],
 )
 def test_bad_config_is_refused(kwargs: dict, match: str) -> None:
@@ -60,3 +61,11 @@ def test_scale_one_is_for_simulated_scenes_only(arch: Path) -> None:
         translate(arch, ["Spain_7370579_S1Hand"], TranslateConfig(model="tiny-random", scale=1),
                   progress=False)
     assert not ray.is_initialized()
+
+
+def test_replica_config_carries_the_run_settings() -> None:
+    cfg = TranslateConfig(model="tiny-random", scale=8, seed=7, micro_batch=4, num_inference_steps=3)
+    rc = cfg.replica_config()
+    assert (rc["preset"], rc["weights"], rc["scale"], rc["seed"], rc["micro_batch"],
+            rc["num_inference_steps"]) == ("tiny", None, 8, 7, 4, 3)
+    assert cfg.tile_spec().pad_multiple == 2  # tiny's 16-pixel multiple at scale 8
