@@ -50,21 +50,16 @@ def bare_replica(arch: Path, scene: str, cfg, threads: int) -> float:
     import torch
 
     from sarray.archive.store import Archive
+    from sarray.engine.translate import read_tile, replica_meta
     from sarray.models.replica import Replica, ReplicaConfig
     from sarray.tiles.grid import iter_tiles
 
     torch.set_num_threads(threads)
     ds = Archive(arch).open_scene(scene)
-    values = ds["backscatter"].values
-    meta = {k: ds.attrs[k] for k in ("units", "quantity", "polarisations", "pixel_spacing_m",
-                                     "sensor", "platform", "statistics")}
+    backscatter = ds["backscatter"].load()
+    meta = replica_meta(dict(ds.attrs))
     replica = Replica(ReplicaConfig.from_dict({**cfg.replica_config(), "device": "cpu"}))
-    spec = cfg.tile_spec()
-    tiles = []
-    for t in iter_tiles(values.shape[1:], spec):
-        w = values[:, t.src[0] : t.src[1], t.src[2] : t.src[3]]
-        pt, pb, pl, pr = t.pad
-        tiles.append((t, np.pad(w, ((0, 0), (pt, pb), (pl, pr)), mode="reflect")))
+    tiles = [(t, read_tile(backscatter, t)[0]) for t in iter_tiles(backscatter.shape[1:], cfg.tile_spec())]
     t0 = time.perf_counter()
     for t, x in tiles:
         replica({"tiles": x[None], "scene_id": [scene], "tile_index": [list(t.key)], "meta": meta})

@@ -134,6 +134,10 @@ class TranslateConfig:
         return TileSpec(scale=self.scale, chunk_px=self.chunk_px, halo_px=self.halo_px,
                         pad_multiple=max(1, -(-multiple // self.scale)))
 
+    def out_scene_for(self, scene_id: str) -> str:
+        """The output scene id of ``scene_id``: ``out_scene``, or ``<scene>_x<scale>``."""
+        return self.out_scene or f"{scene_id}_x{self.scale}"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -233,9 +237,9 @@ def translate(
         raise ConfigError("--cog/--quicklook take one scene; translate scenes one at a time")
     replica_cfg = config.replica_config()
     done_already = out_arch.catalog()
-    if all((config.out_scene or f"{sid}_x{config.scale}") in done_already for sid in scene_ids):
+    if all(config.out_scene_for(sid) in done_already for sid in scene_ids):
         # Nothing to compute: no Ray, no model; exports still happen below.
-        summaries = [TranslateSummary(source_scene=sid, out_scene=config.out_scene or f"{sid}_x{config.scale}",
+        summaries = [TranslateSummary(source_scene=sid, out_scene=config.out_scene_for(sid),
                                       status="exists") for sid in scene_ids]
         return _export(arch, out_arch, scene_ids, summaries, cog, quicklook, t_start)
 
@@ -282,6 +286,25 @@ def _export(arch: Archive, out_arch: Archive, scene_ids: list[str], summaries: l
     return summaries
 
 
+# The scene attributes a replica reads (see sarray.models.replica).
+REPLICA_META_KEYS = ("units", "quantity", "polarisations", "pixel_spacing_m", "sensor",
+                     "platform", "statistics")
+
+
+def replica_meta(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The part of a scene's attributes sent to the replicas with every batch."""
+    return {k: attrs[k] for k in REPLICA_META_KEYS if k in attrs}
+
+
+def read_tile(backscatter: Any, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
+    """(model input padded to the tile's uniform shape, the window as read) of one tile."""
+    r0, r1, c0, c1 = tile.src
+    window = np.asarray(backscatter[:, r0:r1, c0:c1].values, dtype=np.float32)
+    pt, pb, pl, pr = tile.pad
+    padded = np.pad(window, ((0, 0), (pt, pb), (pl, pr)), mode="reflect") if any(tile.pad) else window
+    return padded, window
+
+
 def _provenance(sid: str, arch: Archive, config: TranslateConfig, replica_cfg: dict[str, Any]) -> dict[str, Any]:
     return {
         "source_scene": sid,
@@ -321,7 +344,7 @@ def _translate_scene(
 
     spec = config.tile_spec()
     s = spec.scale
-    out_id = config.out_scene or f"{sid}_x{s}"
+    out_id = config.out_scene_for(sid)
     rec = arch.record(sid)
     src_ds = arch.open_scene(sid)
     attrs = dict(src_ds.attrs)
@@ -362,15 +385,10 @@ def _translate_scene(
     needed = sorted({n for c in todo for n in neighbours(c, grid)})
     tiles = {k: make_tile(k, (h_in, w_in), spec) for k in needed}
     backscatter = src_ds[VAR_BACKSCATTER]
-    meta = {k: attrs[k] for k in ("units", "quantity", "polarisations", "pixel_spacing_m",
-                                  "sensor", "platform", "statistics") if k in attrs}
+    meta = replica_meta(attrs)
 
     def read(tile: Tile) -> tuple[Tile, np.ndarray, np.ndarray]:
-        r0, r1, c0, c1 = tile.src
-        window = np.asarray(backscatter[:, r0:r1, c0:c1].values, dtype=np.float32)
-        pt, pb, pl, pr = tile.pad
-        padded = np.pad(window, ((0, 0), (pt, pb), (pl, pr)), mode="reflect") if any(tile.pad) else window
-        return tile, padded, window
+        return (tile, *read_tile(backscatter, tile))
 
     # 3. Stream: prefetch reads, keep every actor fed, blend and write chunks as they complete.
     per_actor = PREFETCH_BATCHES_PER_REPLICA
