@@ -35,7 +35,7 @@ app.add_typer(_evaluate_app, name="evaluate")
 
 
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a SarrayError into one line on stderr and exit status 1."""
+    """Turn a SarrayError, or a permission or disk error, into one line on stderr, exit 1."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -44,8 +44,36 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except SarrayError as e:
             typer.echo(f"sarray: error: {e}", err=True)
             raise typer.Exit(1) from None
+        except OSError as e:
+            typer.echo(f"sarray: error: {os_error_line(e)}", err=True)
+            raise typer.Exit(1) from None
 
     return wrapper
+
+
+def os_error_line(e: OSError) -> str:
+    """``<path>: <problem>; <fix>`` for an operating-system error (permissions, full disk...)."""
+    import errno
+
+    path = e.filename or "?"
+    fixes = {
+        errno.EACCES: "check the permissions of the path, or choose another one",
+        errno.EPERM: "check the permissions of the path, or choose another one",
+        errno.EROFS: "the file system is read-only; choose another path",
+        errno.ENOSPC: "the disk is full; free space or choose another path",
+        errno.EDQUOT: "the disk quota is exceeded; free space or choose another path",
+        errno.ENOENT: "check that the path exists",
+        errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
+    }
+    fix = fixes.get(e.errno or -1, "check the path")
+    return f"{path}: {(e.strerror or str(e)).lower()}; {fix}"
+
+
+def strict_json(obj: Any) -> str:
+    """JSON with NaN and infinities as ``null`` (what JSON readers accept)."""
+    from sarray.archive.layout import json_safe
+
+    return json.dumps(json_safe(obj), indent=1, allow_nan=False)
 
 
 def _floats(text: str | None, n: int, name: str) -> tuple[float, ...] | None:
@@ -66,7 +94,7 @@ def _floats(text: str | None, n: int, name: str) -> tuple[float, ...] | None:
 @_friendly
 def ingest(
     paths: list[Path] = typer.Argument(..., help="GeoTIFF/COG files or Sentinel-1 *.SAFE folders."),
-    archive: Path = typer.Option(..., "--archive", "-a", help="Archive path (created if missing)."),
+    archive: str = typer.Option(..., "--archive", "-a", help="Archive: a path or s3://bucket/prefix (created if missing)."),
     platform: str = typer.Option("spaceborne", help="spaceborne | airborne | simulated | synthetic."),
     units: Optional[str] = typer.Option(None, help="Units of float inputs: db | linear (default: inferred)."),
     scene_id: Optional[str] = typer.Option(None, "--scene-id", help="Scene id (default: from the file name)."),
@@ -96,14 +124,13 @@ def ingest(
         layout=ArchiveLayout(chunk_px=chunk_px, shard_px=shard_px),
     )
     for r in run_ingest(paths, archive, config, progress=not quiet):
-        shape = "x".join(map(str, r.shape))
-        typer.echo(f"{r.status:6s} {r.scene_id}  {shape}  {r.units}")
+        typer.echo(r.line())
 
 
 @app.command(name="ls", epilog="Example: sarray ls A.zarr --platform airborne --bbox 4,51,5,52")
 @_friendly
 def ls_(
-    archive: Path = typer.Argument(..., help="Archive path."),
+    archive: str = typer.Argument(..., help="Archive: a path or s3://bucket/prefix."),
     sensor: Optional[str] = typer.Option(None, help="Substring of the sensor name."),
     platform: Optional[str] = typer.Option(None, help="Exact platform."),
     start: Optional[str] = typer.Option(None, help="Acquired at or after (ISO 8601)."),
@@ -118,7 +145,7 @@ def ls_(
                       bbox_lonlat=_floats(bbox, 4, "--bbox"))  # type: ignore[arg-type]
     recs = Archive(archive).require().find(flt)
     if as_json:
-        typer.echo(json.dumps([r.to_dict() for r in recs], indent=1))
+        typer.echo(strict_json([r.to_dict() for r in recs]))
         return
     typer.echo(f"{len(recs)} scene(s) in {archive}")
     for r in recs:
@@ -132,7 +159,7 @@ def ls_(
 @app.command(epilog="Example: sarray info A.zarr my_scene --json")
 @_friendly
 def info(
-    archive: Path = typer.Argument(..., help="Archive path."),
+    archive: str = typer.Argument(..., help="Archive: a path or s3://bucket/prefix."),
     scene: str = typer.Argument(..., help="Scene id."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
@@ -142,7 +169,7 @@ def info(
 
     d = describe_scene(Archive(archive).require(), scene)
     if as_json:
-        typer.echo(json.dumps(d, indent=1))
+        typer.echo(strict_json(d))
         return
     crs = d["crs_wkt"]
     if crs:
@@ -173,7 +200,7 @@ def info(
 @app.command(epilog="Example: sarray quicklook A.zarr my_scene -o ql.png")
 @_friendly
 def quicklook(
-    archive: Path = typer.Argument(..., help="Archive path."),
+    archive: str = typer.Argument(..., help="Archive: a path or s3://bucket/prefix."),
     scene: str = typer.Argument(..., help="Scene id."),
     out: Path = typer.Option(..., "-o", "--out", help="PNG to write."),
     max_px: int = typer.Option(1024, help="Longest side of each panel."),
@@ -188,7 +215,7 @@ def quicklook(
 @app.command(epilog="Example: sarray export A.zarr my_scene -o scene.tif")
 @_friendly
 def export(
-    archive: Path = typer.Argument(..., help="Archive path."),
+    archive: str = typer.Argument(..., help="Archive: a path or s3://bucket/prefix."),
     scene: str = typer.Argument(..., help="Scene id."),
     out: Path = typer.Option(..., "-o", "--out", help="GeoTIFF (COG) to write."),
 ) -> None:
@@ -199,18 +226,67 @@ def export(
     typer.echo(export_cog(Archive(archive).require(), scene, out))
 
 
+@app.command(epilog="Example: sarray check s3://bucket/A.zarr  (or: sarray check A.zarr my_scene)")
+@_friendly
+def check(
+    archive: str = typer.Argument(..., help="Archive: a path or s3://bucket/prefix."),
+    scenes: Optional[list[str]] = typer.Argument(None, help="Scene ids (default: every scene)."),
+) -> None:
+    """Verify every chunk's checksum; print what is damaged (exit 1 if anything is)."""
+    from sarray.archive.integrity import check_archive
+    from sarray.archive.store import Archive
+
+    report = check_archive(Archive(archive), list(scenes) if scenes else None)
+    for line in report.lines():
+        typer.echo(line, err=not report.ok and not line.startswith("checked"))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command(epilog="Example: sarray stac A.zarr --all -o stac/  (or: sarray stac A.zarr my_scene -o stac/)")
+@_friendly
+def stac(
+    archive: str = typer.Argument(..., help="Archive: a path or s3://bucket/prefix."),
+    scenes: Optional[list[str]] = typer.Argument(None, help="Scene ids (or --all)."),
+    all_scenes: bool = typer.Option(False, "--all", help="Every scene, as one STAC Collection."),
+    out: Path = typer.Option(..., "-o", "--out", help="Folder to write the STAC JSON into."),
+) -> None:
+    """Write scenes as STAC Items, or the whole catalog as a STAC Collection."""
+    from sarray.archive.stac import write_stac
+    from sarray.archive.store import Archive
+    from sarray.errors import ConfigError
+
+    if bool(scenes) == all_scenes:
+        raise ConfigError("`scenes`: name scene ids or pass --all (not both)")
+    typer.echo(write_stac(Archive(archive).require(), None if all_scenes else list(scenes or []), out))
+
+
+@app.command(epilog="Example: sarray migrate old.zarr new.zarr")
+@_friendly
+def migrate(
+    old: Path = typer.Argument(..., help="Archive written by sarray's first layout (read only)."),
+    new: str = typer.Argument(..., help="New archive: a path or s3://bucket/prefix."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Convert an archive of the first layout (plain Zarr) into the current one."""
+    from sarray.archive.migrate import migrate_archive
+
+    added = migrate_archive(old, new, progress=not quiet)
+    typer.echo(f"migrated {len(added)} scene(s) into {new}")
+
+
 @app.command(
     epilog="Example: sarray translate A.zarr my_scene --scale 4 --model tiny --replicas 2 "
     "--cog out/x4.tif --quicklook out/x4.png"
 )
 @_friendly
 def translate(
-    archive: Path = typer.Argument(..., help="Archive holding the input scenes."),
+    archive: str = typer.Argument(..., help="Archive holding the input scenes (path or s3://)."),
     scenes: list[str] = typer.Argument(..., help="Scene ids to translate."),
     scale: int = typer.Option(4, help="Output spacing = input spacing / scale (2, 4, 8, 16)."),
     model: str = typer.Option("tiny", help="tiny | tiny-random | sdxl | PATH to weights."),
     replicas: int = typer.Option(1, help="Model replicas (Ray actors; one per GPU on GPU clusters)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output archive (default: the input archive)."),
+    out: Optional[str] = typer.Option(None, "--out", help="Output archive, path or s3:// (default: the input archive)."),
     out_scene: Optional[str] = typer.Option(None, "--out-scene", help="Output scene id (default: <scene>_x<scale>)."),
     cog: Optional[Path] = typer.Option(None, help="Also write the output as a COG."),
     quicklook: Optional[Path] = typer.Option(None, help="Also write an input/output PNG."),

@@ -17,3 +17,19 @@ PREFETCH_BATCHES_PER_REPLICA = 2
 
 # Attempts of one tile before the translate job stops with an error naming it.
 MAX_TILE_ATTEMPTS = 3
+
+# Attempts of one catalog commit against concurrent writers (each retry re-reads the branch
+# tip and re-applies the change): enough for dozens of writers committing at the same moment.
+MAX_COMMIT_ATTEMPTS = 50
+
+# An intent (pending/<scene>.json) whose writer cannot be checked (another host) is taken as
+# abandoned after this long: far beyond any single scene's ingest, so a live writer is never
+# cleaned up under its feet.
+STALE_INTENT_S = 6 * 3600
+
+# Output chunks between two commits of a translate output: a killed job recomputes at most this
+# many chunks on resume, and a commit (a few ms) stays negligible against the chunks' compute.
+COMMIT_EVERY_CHUNKS = 16
+
+# ... or this long between two commits, whichever comes first.
+COMMIT_INTERVAL_S = 20.0

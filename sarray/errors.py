@@ -29,3 +29,11 @@ class ModelError(SarrayError):
 
 class ReplicaError(SarrayError):
     """A failure inside a model replica, re-raised with the key of the tile that failed."""
+
+
+class ChunkError(ArchiveError):
+    """A stored chunk that cannot be read back intact (checksum mismatch, truncated, missing)."""
+
+
+class CommitConflictError(ArchiveError):
+    """A commit that kept conflicting with concurrent writers after every retry."""

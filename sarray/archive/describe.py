@@ -41,6 +41,10 @@ def describe_scene(archive: Archive, scene_id: str) -> dict[str, Any]:
         ys = [f + d * col + e * row for row, col in ((0, 0), (0, w), (h, 0), (h, w))]
         extent = [min(xs), min(ys), max(xs), max(ys)]
     gcps = ds[VAR_SPATIAL_REF].attrs.get("gcps") if VAR_SPATIAL_REF in ds.variables else None
+    if isinstance(gcps, str):  # rioxarray stores the GCPs as a GeoJSON string
+        import json
+
+        gcps = json.loads(gcps)
     return {
         "scene_id": scene_id,
         "shape": list(ds[VAR_BACKSCATTER].shape),
@@ -63,4 +67,7 @@ def describe_scene(archive: Archive, scene_id: str) -> dict[str, Any]:
         "source_files": ds.attrs.get("source_files"),
         "source_sha256": rec.source_sha256,
         "statistics": ds.attrs.get("statistics"),
+        "archive": archive.url,
+        "snapshot": ds.encoding.get("snapshot"),
+        "provenance": ds.attrs.get("provenance"),
     }

@@ -1,13 +1,21 @@
 """Names and rules of the archive layout, in one place.
 
-An archive is a Zarr v3 hierarchy::
+An archive is a folder or an ``s3://bucket/prefix`` holding Icechunk repositories of Zarr v3
+data (transactional commits on object storage as on disk)::
 
     A.zarr/
-      zarr.json                     root group; attribute ``sarray_catalog`` lists the scenes
-      scenes/<scene_id>/            one group per scene
-        backscatter   (pol, y, x)   float32, chunked (1, chunk_px, chunk_px)
+      sarray.json                   marker: layout version (written once, when created)
+      catalog/                      Icechunk repository: one row per scene, as columns
+      scenes/<scene_id>.<token>/    Icechunk repository per scene; its root group is the scene:
+        backscatter   (pol, y, x)   float32, chunked (1, chunk_px, chunk_px), zstd + crc32c
         spatial_ref   ()            CRS and geotransform (or GCPs), rioxarray's convention
         pol           (pol,)        polarisation labels, e.g. "VV", "VH"
+      pending/<scene_id>.<token>.json   intent of a commit in progress (see store.recover)
+      .sarray.lock                  local archives only: the commit guard
+
+A repository per scene keeps every commit's cost independent of the archive's size (an
+Icechunk snapshot lists every node of its repository); the ``<token>`` makes concurrent writers
+of one id write to different places, and the catalog's transactional insert decides which wins.
 
 Scene attributes (keys below) carry sensor, platform, spacing, units, time, source and stats.
 """
@@ -28,10 +36,24 @@ VAR_BACKSCATTER = "backscatter"
 VAR_SPATIAL_REF = "spatial_ref"
 SCENES_GROUP = "scenes"
 
-# Root attribute that holds the catalog.
-ATTR_CATALOG = "sarray_catalog"
+# The archive's own objects.
+ARCHIVE_MARKER = "sarray.json"
+CATALOG_REPO = "catalog"
+PENDING_DIR = "pending"
+LOCK_NAME = ".sarray.lock"
 ATTR_LAYOUT_VERSION = "sarray_layout_version"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
+# Layout 1 (a plain Zarr hierarchy with the catalog in the root attributes): migrated by
+# `sarray migrate`.
+ATTR_CATALOG = "sarray_catalog"
+LEGACY_LAYOUT_VERSION = 1
+
+# Names the layout uses (and Zarr's own): never valid scene ids, whatever the case.
+RESERVED_NAMES = frozenset(n.lower() for n in (
+    ARCHIVE_MARKER, CATALOG_REPO, SCENES_GROUP, PENDING_DIR, "zarr.json", ".zattrs", ".zgroup",
+    ".zarray", "c", VAR_BACKSCATTER, VAR_SPATIAL_REF, "refs", "snapshots", "manifests",
+    "chunks", "transactions", "config.yaml",
+))
 
 # Scene attribute keys.
 ATTR_SCENE_ID = "scene_id"
@@ -64,6 +86,26 @@ POLARISATIONS: tuple[str, ...] = ("HH", "HV", "VH", "VV")
 _SCENE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None, tuples as lists, numpy scalars as Python ones:
+    what strict JSON (Zarr metadata in Icechunk, ``--json`` output) accepts."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [json_safe(v) for v in value.tolist()]
+    return value
+
+
 def validate_scene_id(scene_id: str) -> str:
     """Return ``scene_id`` if it is a safe archive key, else raise.
 
@@ -80,6 +122,11 @@ def validate_scene_id(scene_id: str) -> str:
             f"`scene_id` ({scene_id!r}) is not a safe scene id: use 1-128 characters from "
             "[A-Za-z0-9._-], starting with a letter or digit, without '..'"
         )
+    if scene_id.lower() in RESERVED_NAMES:
+        raise ConfigError(
+            f"`scene_id` ({scene_id!r}) is reserved: the archive layout uses that name; "
+            f"pick another id, e.g. {scene_id.replace('.', '_')}_scene"
+        )
     return scene_id
 
 
@@ -87,6 +134,8 @@ def sanitize_scene_id(stem: str) -> str:
     """Turn a file stem into a valid scene id (unsafe characters become ``_``)."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", stem).replace("..", "_")
     cleaned = cleaned.lstrip("._-") or "scene"
+    if cleaned.lower() in RESERVED_NAMES:
+        cleaned = f"{cleaned}_scene"
     return validate_scene_id(cleaned[:128])
 
 

@@ -1,309 +1,91 @@
-"""The archive on disk: create, stage, commit atomically, recover, open and list scenes.
+"""The archive: scenes in Icechunk repositories, a catalog that scales, commits as transactions.
 
-Commit protocol (local filesystem):
+An archive lives at a local path or at ``s3://bucket/prefix`` (see :mod:`.location`); the
+layout is in :mod:`.layout`. Writing a scene:
 
-1. A scene is first written in full into a staging folder beside the archive,
-   ``.<name>.zarr.staging/<scene_id>.<pid>.<token>/``, a standalone Zarr v3 group.
-2. Under the archive lock, the staging folder is renamed into ``<archive>/scenes/<scene_id>``
-   (one atomic ``rename``), then the catalog in the root ``zarr.json`` is replaced atomically
-   (write a temporary file, ``os.replace``).
+1. :meth:`Archive.begin_scene` records an intent (``pending/<id>.<token>.json``) and creates
+   the scene's own repository ``scenes/<id>.<token>``. Nothing the catalog lists changes.
+2. The writer fills the repository's writable session (dask, or Ray workers through forks).
+3. :meth:`Archive.commit_scene` commits the scene repository (atomic: readers see all of it or
+   nothing), then inserts its row in the catalog (a transaction that refuses a duplicate id or
+   source, retried on conflicts), then removes the intent.
 
-A crash in step 1 leaves only a staging folder, which the next ingest removes; the archive never
-saw it. A crash between the rename and the catalog update leaves a complete scene the catalog
-does not list; :meth:`Archive.recover` adds it from the record stored in its own attributes.
-Bad input is detected while staging, so the archive stays byte-for-byte as it was.
+A crash in 2 leaves an uncommitted repository and its intent: :meth:`Archive.recover` removes
+both once their writer is gone. A crash between the two commits of 3 leaves a committed scene
+the catalog does not list: ``recover`` inserts it from the record stored in its attributes. So
+bad input, a killed ingest or a lost race never leaves a half scene in the catalog, and the
+recovery work is proportional to the writes in flight, not to the archive.
+
+On a local disk Icechunk does not detect concurrent commits of one repository, so catalog
+commits hold ``.sarray.lock`` (``flock``); on object storage Icechunk's conditional writes
+detect them and the insert is retried.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import fcntl
 import json
 import os
-import shutil
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from sarray.archive.catalog import Catalog, CatalogRow, InsertResult, Query
 from sarray.archive.layout import (
+    ARCHIVE_MARKER,
     ATTR_CATALOG,
     ATTR_LAYOUT_VERSION,
+    CATALOG_REPO,
     LAYOUT_VERSION,
+    LEGACY_LAYOUT_VERSION,
+    LOCK_NAME,
+    PENDING_DIR,
     SCENES_GROUP,
+    VAR_BACKSCATTER,
     SceneRecord,
-    scene_path,
     validate_scene_id,
 )
+from sarray.archive.location import Location
+from sarray.config import STALE_INTENT_S
 from sarray.errors import ArchiveError, SceneNotFoundError
 
 ATTR_RECORD = "sarray_record"
-# Set on a scene group that a job is still producing in place (translate outputs, resumable);
-# such a group is not in the catalog and recover() leaves it alone.
+# Set on a scene that a job is still producing (translate outputs, resumable); such a scene is
+# not in the catalog and recover() leaves it alone.
 ATTR_IN_PROGRESS = "sarray_in_progress"
+# Kinds of intent.
+KIND_INGEST = "ingest"
+KIND_OUTPUT = "output"
+
+# Kept for callers of the first layout's name.
+SceneFilter = Query
 
 
-@dataclass(frozen=True, kw_only=True)
-class SceneFilter:
-    """Catalog filters; every field left None matches everything.
+@dataclass
+class SceneWriter:
+    """A scene being written: its repository and writable session (see :class:`Archive`)."""
 
-    Args:
-        sensor: case-insensitive substring of the sensor name (``sentinel-1`` matches 1A and 1B).
-        platform: exact platform.
-        start: ISO time; scenes acquired before it are dropped (scenes without time too).
-        end: ISO time; scenes acquired after it are dropped (scenes without time too).
-        bbox_lonlat: (min_lon, min_lat, max_lon, max_lat); keeps scenes whose footprint box
-            intersects it.
-    """
-
-    sensor: str | None = None
-    platform: str | None = None
-    start: str | None = None
-    end: str | None = None
-    bbox_lonlat: tuple[float, float, float, float] | None = None
-
-    def matches(self, rec: SceneRecord) -> bool:
-        if self.sensor is not None and self.sensor.lower() not in rec.sensor.lower():
-            return False
-        if self.platform is not None and rec.platform != self.platform:
-            return False
-        if self.start is not None or self.end is not None:
-            if rec.acquisition_time is None:
-                return False
-            t = _parse_time(rec.acquisition_time)
-            if self.start is not None and t < _parse_time(self.start):
-                return False
-            if self.end is not None and t > _parse_time(self.end):
-                return False
-        if self.bbox_lonlat is not None:
-            if rec.bbox_lonlat is None:
-                return False
-            a = rec.bbox_lonlat
-            b = self.bbox_lonlat
-            if a[2] < b[0] or a[0] > b[2] or a[3] < b[1] or a[1] > b[3]:
-                return False
-        return True
-
-
-def _parse_time(text: str) -> dt.datetime:
-    t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
-
-
-class Archive:
-    """A sarray archive at a local path (a Zarr v3 hierarchy).
-
-    Args:
-        path: the archive folder, conventionally ``*.zarr``.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-
-    # -- locations ---------------------------------------------------------------------------
-    @property
-    def staging_root(self) -> Path:
-        """Where scenes are written before they are committed (beside the archive)."""
-        return self.path.parent / f".{self.path.name}.staging"
+    archive: Archive
+    scene_id: str
+    location: str  # folder under scenes/
+    repo: Any
+    session: Any
+    kind: str = KIND_INGEST
 
     @property
-    def _lock_path(self) -> Path:
-        return self.path.parent / f".{self.path.name}.lock"
+    def store(self) -> Any:
+        """The Zarr store of the session: the scene's root group."""
+        return self.session.store
 
-    def exists(self) -> bool:
-        return (self.path / "zarr.json").is_file()
-
-    def require(self) -> Archive:
-        """Return self if the archive exists, else raise ArchiveError."""
-        if not self.exists():
-            raise ArchiveError(
-                f"archive {self.path}: not found (no zarr.json); create it with `sarray ingest`"
-            )
-        root = self._read_root()
-        if ATTR_LAYOUT_VERSION not in root.get("attributes", {}):
-            raise ArchiveError(f"archive {self.path}: a Zarr group, but not a sarray archive")
-        return self
-
-    # -- root metadata and catalog ----------------------------------------------------------
-    def _read_root(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.path / "zarr.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ArchiveError(f"archive {self.path}: cannot read zarr.json ({e})") from None
-
-    def _write_root(self, root: dict[str, Any]) -> None:
-        tmp = self.path / f".zarr.json.{uuid.uuid4().hex}.tmp"
-        tmp.write_text(json.dumps(root, indent=1, sort_keys=True))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path / "zarr.json")
-
-    def catalog(self) -> dict[str, SceneRecord]:
-        """All committed scenes, read from the root attributes only (no scene is opened)."""
-        if not self.exists():
-            return {}
-        attrs = self._read_root().get("attributes", {})
-        return {k: SceneRecord.from_dict(v) for k, v in attrs.get(ATTR_CATALOG, {}).items()}
-
-    def find(self, flt: SceneFilter | None = None) -> list[SceneRecord]:
-        """Scenes matching ``flt``, sorted by acquisition time then id."""
-        recs = [r for r in self.catalog().values() if flt is None or flt.matches(r)]
-        return sorted(recs, key=lambda r: (r.acquisition_time or "", r.scene_id))
-
-    def record(self, scene_id: str) -> SceneRecord:
-        """The catalog record of one scene."""
-        cat = self.catalog()
-        if scene_id not in cat:
-            known = ", ".join(sorted(cat)[:10]) or "none"
-            raise SceneNotFoundError(
-                f"scene {scene_id!r}: not in archive {self.path} (scenes: {known}); "
-                f"see `sarray ls {self.path}`"
-            )
-        return cat[scene_id]
-
-    # -- creation, locking, recovery --------------------------------------------------------
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """An exclusive inter-process lock for commits (a lock file beside the archive)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._lock_path, "a+") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-    def _create(self) -> None:
-        import zarr
-
-        root = zarr.open_group(
-            str(self.path),
-            mode="w-",
-            zarr_format=3,
-            attributes={ATTR_LAYOUT_VERSION: LAYOUT_VERSION, ATTR_CATALOG: {}},
-        )
-        root.create_group(SCENES_GROUP)
-
-    def recover(self) -> list[str]:
-        """Finish interrupted commits and drop dead staging folders.
-
-        Returns:
-            The ids of scenes that were complete on disk but missing from the catalog and
-            have been added to it.
-        """
-        added: list[str] = []
-        with self.lock():
-            self._remove_dead_staging()
-            if not self.exists():
-                return added
-            root = self._read_root()
-            cat = root.setdefault("attributes", {}).setdefault(ATTR_CATALOG, {})
-            scenes_dir = self.path / SCENES_GROUP
-            for d in sorted(scenes_dir.iterdir()) if scenes_dir.is_dir() else []:
-                if not d.is_dir() or d.name in cat:
-                    continue
-                try:
-                    attrs = json.loads((d / "zarr.json").read_text())["attributes"]
-                    if attrs.get(ATTR_IN_PROGRESS):
-                        continue  # an output being produced (resumable), not a crash leftover
-                    rec = attrs[ATTR_RECORD]
-                except (OSError, KeyError, json.JSONDecodeError):
-                    shutil.rmtree(d)  # cannot be ours: a commit only moves complete groups
-                    continue
-                cat[d.name] = rec
-                added.append(d.name)
-            if added:
-                self._write_root(root)
-        return added
-
-    def _remove_dead_staging(self) -> None:
-        if not self.staging_root.is_dir():
-            return
-        for d in self.staging_root.iterdir():
-            try:
-                pid = int(d.name.rsplit(".", 2)[1])
-            except (IndexError, ValueError):
-                pid = -1
-            if pid != os.getpid() and not _pid_alive(pid):
-                shutil.rmtree(d, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            self.staging_root.rmdir()
-
-    # -- staging and commit -----------------------------------------------------------------
-    def new_staging_dir(self, scene_id: str) -> Path:
-        """A fresh, empty staging folder name for ``scene_id`` (not yet created)."""
-        validate_scene_id(scene_id)
-        self.staging_root.mkdir(parents=True, exist_ok=True)
-        return self.staging_root / f"{scene_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-
-    def discard_staging(self, staged: Path) -> None:
-        """Remove a staging folder (after a failure, or when the scene was a duplicate)."""
-        shutil.rmtree(staged, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            self.staging_root.rmdir()
-
-    def commit(self, staged: Path, record: SceneRecord) -> str:
-        """Move a fully written staging group into the archive and list it in the catalog.
-
-        Returns:
-            ``"added"``, or ``"exists"`` when the same source is already in the archive under
-            this or another id (then nothing changes).
-
-        Raises:
-            ArchiveError: if the scene id is taken by a different source.
-        """
-        with self.lock():
-            if not self.exists():
-                self._create()
-            root = self._read_root()
-            cat = root.setdefault("attributes", {}).setdefault(ATTR_CATALOG, {})
-            key = (record.source_sha256, record.extra.get("selection"))
-            if any((v.get("source_sha256"), v.get("extra", {}).get("selection")) == key
-                   for v in cat.values()):
-                self.discard_staging(staged)
-                return "exists"
-            if record.scene_id in cat:
-                self.discard_staging(staged)
-                raise ArchiveError(
-                    f"scene {record.scene_id!r}: already in {self.path} from another source "
-                    f"({cat[record.scene_id].get('source_files')}); pass --scene-id to pick a new id"
-                )
-            target = self.path / scene_path(record.scene_id)
-            if target.exists():  # an uncatalogued leftover that recover() could not claim
-                shutil.rmtree(target)
-            os.rename(staged, target)
-            cat[record.scene_id] = record.to_dict()
-            self._write_root(root)
-        with contextlib.suppress(OSError):
-            self.staging_root.rmdir()
-        return "added"
-
-    def commit_in_place(self, record: SceneRecord) -> None:
-        """List a scene that a job wrote in place (``scenes/<id>``, complete) in the catalog."""
-        with self.lock():
-            root = self._read_root()
-            cat = root.setdefault("attributes", {}).setdefault(ATTR_CATALOG, {})
-            cat[record.scene_id] = record.to_dict()
-            self._write_root(root)
-
-    def ensure_created(self) -> None:
-        """Create an empty archive at ``path`` if there is none."""
-        with self.lock():
-            if not self.exists():
-                self._create()
-
-    # -- reading ----------------------------------------------------------------------------
-    def open_scene(self, scene_id: str) -> Any:
-        """The scene as a lazy ``xarray.Dataset`` (dask arrays on the Zarr chunks)."""
-        import xarray as xr
-
-        self.record(scene_id)
-        return xr.open_zarr(
-            str(self.path), group=scene_path(scene_id), zarr_format=3, consolidated=False,
-            decode_coords="all",
-        )
+    def commit(self, message: str) -> str:
+        """Commit the scene repository (not the catalog); returns the snapshot id."""
+        with self.archive.lock():
+            snap = self.session.commit(message)
+        self.session = self.repo.writable_session("main")
+        return snap
 
 
 def _pid_alive(pid: int) -> bool:
@@ -316,3 +98,358 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class Archive:
+    """A sarray archive at a local path or ``s3://bucket/prefix``.
+
+    Args:
+        url: the archive, conventionally ``*.zarr``; S3 is configured from the standard AWS
+            environment variables (see :mod:`sarray.archive.location`).
+    """
+
+    def __init__(self, url: str | os.PathLike[str] | Location) -> None:
+        self.location = Location.parse(url)
+        self._catalog: Catalog | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles as its URL (no client, no secret)
+        return (Archive, (self.location,))
+
+    def __repr__(self) -> str:
+        return f"Archive({self.url!r})"
+
+    @property
+    def url(self) -> str:
+        """Where the archive is, as users write it (recorded in provenance; no credentials)."""
+        return self.location.url
+
+    @property
+    def path(self) -> Any:
+        """The local folder (local archives only)."""
+        return self.location.local_path
+
+    # -- existence, creation, layout --------------------------------------------------------------
+    def exists(self) -> bool:
+        try:
+            return self.location.read_bytes(ARCHIVE_MARKER) is not None
+        except OSError as e:
+            raise ArchiveError(f"{self.url}: cannot be read ({_os_reason(e)})") from None
+
+    def _legacy(self) -> bool:
+        raw = self.location.read_bytes("zarr.json")
+        if raw is None:
+            return False
+        with contextlib.suppress(ValueError):
+            attrs = json.loads(raw).get("attributes", {})
+            return attrs.get(ATTR_LAYOUT_VERSION) == LEGACY_LAYOUT_VERSION and ATTR_CATALOG in attrs
+        return False
+
+    def require(self) -> Archive:
+        """Return self if the archive exists in this layout, else raise ArchiveError."""
+        if self.exists():
+            raw = self.location.read_bytes(ARCHIVE_MARKER) or b"{}"
+            try:
+                version = json.loads(raw).get(ATTR_LAYOUT_VERSION)
+            except ValueError:
+                version = None
+            if version != LAYOUT_VERSION:
+                raise ArchiveError(f"{self.url}: {ARCHIVE_MARKER} is unreadable or of layout "
+                                   f"{version!r}; this sarray reads layout {LAYOUT_VERSION}")
+            return self
+        if self._legacy():
+            raise ArchiveError(
+                f"{self.url}: written by an earlier sarray (layout {LEGACY_LAYOUT_VERSION}, a "
+                f"plain Zarr hierarchy); convert it with `sarray migrate {self.url} NEW.zarr`"
+            )
+        if self.location.is_local and self.location.local_path.exists():
+            raise ArchiveError(f"{self.url}: exists but is not a sarray archive (no "
+                               f"{ARCHIVE_MARKER}); pick another path")
+        raise ArchiveError(f"{self.url}: archive not found; create it with `sarray ingest`")
+
+    def check_writable_target(self) -> None:
+        """Refuse a path that holds something else than an archive, before any work."""
+        if self.exists():
+            self.require()
+            return
+        if self._legacy():
+            self.require()
+        if self.location.is_local:
+            p = self.location.local_path
+            if p.exists() and (not p.is_dir() or any(p.iterdir())):
+                raise ArchiveError(f"{self.url}: exists but is not a sarray archive (no "
+                                   f"{ARCHIVE_MARKER}); pick another path")
+
+    def ensure_created(self) -> None:
+        """Create the archive (catalog repository, then the marker) if there is none."""
+        if self.exists():
+            return
+        import icechunk
+
+        with self.lock():
+            if self.exists():
+                return
+            cat = self.catalog_repo()
+            try:
+                if not icechunk.Repository.exists(cat.location.icechunk_storage()):
+                    cat.create()
+            except icechunk.IcechunkError:
+                # Another writer created it at the same moment (object storage): use theirs.
+                if not icechunk.Repository.exists(cat.location.icechunk_storage()):
+                    raise
+            self.location.write_bytes(ARCHIVE_MARKER, json.dumps(
+                {ATTR_LAYOUT_VERSION: LAYOUT_VERSION, "created_by": "sarray"}).encode())
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """The local commit guard (``flock`` on ``.sarray.lock``); a no-op on object storage."""
+        if not self.location.is_local:
+            yield
+            return
+        import fcntl
+
+        root = self.location.local_path
+        root.mkdir(parents=True, exist_ok=True)
+        with open(root / LOCK_NAME, "a+") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    # -- catalog ------------------------------------------------------------------------------------
+    def catalog_repo(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = Catalog(self.location.child(CATALOG_REPO), guard=self.lock)
+        return self._catalog
+
+    def catalog(self) -> dict[str, SceneRecord]:
+        """Every committed scene's record, by id (reads the catalog's records column)."""
+        if not self.exists():
+            return {}
+        return {r.scene_id: r for r in self.catalog_repo().query()}
+
+    def find(self, flt: Query | None = None) -> list[SceneRecord]:
+        """Scenes matching ``flt``, sorted by acquisition time then id."""
+        if not self.exists():
+            return []
+        recs = self.catalog_repo().query(flt)
+        return sorted(recs, key=lambda r: (r.acquisition_time or "", r.scene_id))
+
+    def has_scene(self, scene_id: str) -> bool:
+        return self.exists() and self.catalog_repo().lookup(scene_id) is not None
+
+    def _lookup(self, scene_id: str) -> tuple[SceneRecord, str]:
+        hit = self.catalog_repo().lookup(scene_id) if self.exists() else None
+        if hit is None:
+            ids = self.catalog_repo().ids() if self.exists() else []
+            known = ", ".join(sorted(ids)[:10]) or "none"
+            more = f" and {len(ids) - 10} more" if len(ids) > 10 else ""
+            raise SceneNotFoundError(
+                f"scene {scene_id!r}: not in archive {self.url} (scenes: {known}{more}); "
+                f"see `sarray ls {self.url}`"
+            )
+        return hit
+
+    def record(self, scene_id: str) -> SceneRecord:
+        """The catalog record of one scene."""
+        return self._lookup(scene_id)[0]
+
+    def scene_location(self, scene_id: str) -> str:
+        """The folder of a catalogued scene's repository under ``scenes/``."""
+        return self._lookup(scene_id)[1]
+
+    # -- scene repositories ---------------------------------------------------------------------
+    def _scene_storage(self, location: str) -> Any:
+        return self.location.child(SCENES_GROUP, location).icechunk_storage()
+
+    def scene_repo(self, location: str) -> Any:
+        import icechunk
+
+        try:
+            return icechunk.Repository.open(self._scene_storage(location))
+        except icechunk.IcechunkError as e:
+            raise ArchiveError(
+                f"{self.url}: scene repository {SCENES_GROUP}/{location} cannot be opened "
+                f"({str(e).strip().splitlines()[0][:160]}); run `sarray check {self.url}`"
+            ) from None
+
+    def scene_session(self, scene_id: str, snapshot: str | None = None) -> Any:
+        """A read-only session on a scene (its latest commit, or ``snapshot``)."""
+        repo = self.scene_repo(self.scene_location(scene_id))
+        if snapshot is not None:
+            return repo.readonly_session(snapshot_id=snapshot)
+        return repo.readonly_session(branch="main")
+
+    def scene_snapshot(self, scene_id: str) -> str:
+        """The snapshot id of a scene's latest commit (recorded in outputs' provenance)."""
+        return str(self.scene_session(scene_id).snapshot_id)
+
+    def open_scene(self, scene_id: str, snapshot: str | None = None) -> Any:
+        """The scene as a lazy ``xarray.Dataset``: dask arrays on its Zarr chunks, every chunk
+        read checked (a damaged chunk raises :class:`~sarray.errors.ChunkError` naming it).
+
+        The dataset's ``encoding["snapshot"]`` is the snapshot it reads.
+        """
+        session = self.scene_session(scene_id, snapshot)
+        return open_scene_dataset(session, archive=self.url, scene_id=scene_id)
+
+    # -- writing ------------------------------------------------------------------------------------
+    def begin_scene(self, scene_id: str, *, kind: str = KIND_INGEST,
+                    location: str | None = None) -> SceneWriter:
+        """Record the intent, then create the scene's repository (see the module docstring).
+
+        Args:
+            scene_id: the id the scene will be listed under.
+            kind: ``ingest``, or ``output`` for a resumable translate output.
+            location: the repository folder; default ``<id>.<random token>``. Outputs pass a
+                token derived from their settings, so a rerun finds its unfinished output.
+        """
+        import icechunk
+
+        validate_scene_id(scene_id)
+        location = location or f"{scene_id}.{uuid.uuid4().hex[:12]}"
+        intent = {"scene_id": scene_id, "location": location, "kind": kind,
+                  "host": socket.gethostname(), "pid": os.getpid(), "created_s": time.time()}
+        try:
+            self.location.write_bytes(f"{PENDING_DIR}/{location}.json", json.dumps(intent).encode())
+            storage = self._scene_storage(location)
+            repo = (icechunk.Repository.open(storage) if icechunk.Repository.exists(storage)
+                    else icechunk.Repository.create(storage))
+        except OSError as e:
+            raise ArchiveError(f"{self.url}: cannot write ({_os_reason(e)}); check the path and "
+                               "its permissions") from None
+        return SceneWriter(archive=self, scene_id=scene_id, location=location, repo=repo,
+                           session=repo.writable_session("main"), kind=kind)
+
+    def commit_scene(self, writer: SceneWriter, record: SceneRecord, *,
+                     message: str | None = None) -> InsertResult:
+        """Commit a fully written scene and list it (see the module docstring).
+
+        Returns:
+            The catalog's verdict: ``added``; ``exists`` (the same source is listed, under
+            ``existing``); ``taken`` (the id is listed with another source). In the last two
+            cases the new repository is removed and nothing changes.
+        """
+        if writer.session.has_uncommitted_changes:
+            writer.commit(message or f"{writer.kind} {record.scene_id}")
+        self.ensure_created()
+        (res,) = self.catalog_repo().insert([CatalogRow(record=record, location=writer.location)],
+                                            message=f"add {record.scene_id}")
+        if res.status != "added":
+            self.location.delete_tree(f"{SCENES_GROUP}/{writer.location}")
+        self._drop_intent(writer.location)
+        return res
+
+    def discard(self, writer: SceneWriter) -> None:
+        """Remove an uncommitted (or unwanted) scene repository and its intent."""
+        self.discard_location(writer.location)
+
+    def discard_location(self, location: str) -> None:
+        self.location.delete_tree(f"{SCENES_GROUP}/{location}")
+        self._drop_intent(location)
+
+    def _drop_intent(self, location: str) -> None:
+        self.location.delete(f"{PENDING_DIR}/{location}.json")
+        if self.location.is_local:  # leave no empty folders behind (the archive as it was)
+            root = self.location.local_path
+            for sub in (root / PENDING_DIR, root / SCENES_GROUP):
+                with contextlib.suppress(OSError):
+                    sub.rmdir()
+            if not self.exists():
+                with contextlib.suppress(OSError):
+                    (root / LOCK_NAME).unlink()
+                with contextlib.suppress(OSError):
+                    root.rmdir()
+
+    def intents(self) -> list[dict[str, Any]]:
+        """The commit intents in progress (one per scene being written)."""
+        out = []
+        for name in self.location.list_children(PENDING_DIR):
+            if not name.endswith(".json"):
+                continue
+            raw = self.location.read_bytes(f"{PENDING_DIR}/{name}")
+            with contextlib.suppress(ValueError, TypeError):
+                if raw is not None:
+                    out.append(json.loads(raw))
+        return out
+
+    def _abandoned(self, intent: dict[str, Any]) -> bool:
+        if intent.get("host") == socket.gethostname() and intent.get("pid") != os.getpid():
+            return not _pid_alive(int(intent.get("pid", -1)))
+        return time.time() - float(intent.get("created_s", 0)) > STALE_INTENT_S
+
+    def _committed_record(self, location: str) -> dict[str, Any] | None:
+        """The record of a committed, finished scene repository, else None."""
+        import icechunk
+        import zarr
+
+        storage = self._scene_storage(location)
+        if not icechunk.Repository.exists(storage):
+            return None
+        session = icechunk.Repository.open(storage).readonly_session(branch="main")
+        try:
+            attrs = dict(zarr.open_group(store=session.store, mode="r", zarr_format=3).attrs)
+        except Exception:  # no root group yet: nothing was committed
+            return None
+        if attrs.get(ATTR_IN_PROGRESS) or ATTR_RECORD not in attrs:
+            return None
+        return attrs[ATTR_RECORD]
+
+    def recover(self) -> list[str]:
+        """Finish interrupted commits and remove abandoned writes.
+
+        Returns:
+            The ids of scenes that were committed but not listed, and are listed now.
+        """
+        added: list[str] = []
+        for intent in self.intents():
+            location = str(intent.get("location", ""))
+            if not location or "/" in location:
+                continue
+            rec = self._committed_record(location)
+            if rec is not None:
+                self.ensure_created()
+                row = CatalogRow(record=SceneRecord.from_dict(rec), location=location)
+                (res,) = self.catalog_repo().insert([row], message=f"recover {row.record.scene_id}")
+                if res.status == "added":
+                    added.append(row.record.scene_id)
+                elif self.catalog_repo().lookup(row.record.scene_id) != (row.record, location):
+                    self.location.delete_tree(f"{SCENES_GROUP}/{location}")
+                self._drop_intent(location)
+            elif intent.get("kind") != KIND_OUTPUT and self._abandoned(intent):
+                self.discard_location(location)
+        return added
+
+
+def open_scene_dataset(session: Any, *, archive: str, scene_id: str) -> Any:
+    """The lazy dataset of a scene session, with checked chunk reads (see ``integrity``)."""
+    import xarray as xr
+    import zarr
+
+    from sarray.archive.integrity import ChunkContext, checked_dask
+
+    try:
+        ds = xr.open_zarr(session.store, consolidated=False, zarr_format=3, decode_coords="all")
+    except Exception as e:
+        raise ArchiveError(f"{archive}: scene {scene_id}: cannot be opened "
+                           f"({str(e).strip().splitlines()[0][:160]}); run `sarray check`") from None
+    group = zarr.open_group(store=session.store, mode="r", zarr_format=3)
+    snap = str(session.snapshot_id)
+    for name in list(ds.data_vars):
+        if name not in group or not hasattr(group[name], "chunks") or not ds[name].ndim:
+            continue
+        ctx = ChunkContext(archive=archive, scene_id=scene_id, variable=name)
+        data = checked_dask(group[name], ctx, name=f"sarray-{archive}-{scene_id}-{name}-{snap}")
+        var = ds[name].variable
+        ds[name] = xr.Variable(var.dims, data, attrs=var.attrs, encoding=var.encoding)
+    ds.encoding["snapshot"] = snap
+    return ds
+
+
+def _os_reason(e: OSError) -> str:
+    name = getattr(e, "filename", None)
+    return f"{e.strerror or type(e).__name__}{f': {name}' if name else ''}"
+
+
+__all__ = ["ATTR_IN_PROGRESS", "ATTR_RECORD", "Archive", "SceneFilter", "SceneWriter",
+           "VAR_BACKSCATTER", "open_scene_dataset"]

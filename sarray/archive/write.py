@@ -6,7 +6,6 @@ each source window is read once.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -131,7 +130,26 @@ def build_dataset(
         ds = ds.rio.write_gcps(gcps, georef.crs_wkt, grid_mapping_name=VAR_SPATIAL_REF)
     if georef.crs_wkt is not None:
         ds[VAR_BACKSCATTER].attrs["grid_mapping"] = VAR_SPATIAL_REF
+    from sarray.archive.layout import json_safe
+
+    for var in ds.variables.values():  # Zarr metadata must be strict JSON (no NaN)
+        var.attrs = json_safe(dict(var.attrs))
     return ds
+
+
+def scene_encoding(ds: Any, layout: ArchiveLayout, **backscatter: Any) -> dict[str, Any]:
+    """Zarr encoding of every variable of a scene: chunks (and shards) of ``backscatter``, and a
+    crc32c checksum after the compressor on every array (see :mod:`.integrity`)."""
+    from sarray.archive.integrity import checked_codecs
+
+    c = layout.chunk_px
+    enc: dict[str, Any] = {name: {"compressors": checked_codecs()} for name in ds.variables
+                           if ds[name].ndim}
+    bs: dict[str, Any] = {"chunks": (1, c, c), "compressors": checked_codecs(), **backscatter}
+    if layout.shard_px:
+        bs["shards"] = (1, layout.shard_px, layout.shard_px)
+    enc[VAR_BACKSCATTER] = bs
+    return enc
 
 
 def stage_scene_graph(
@@ -140,10 +158,10 @@ def stage_scene_graph(
     georef: Any,
     units: str,
     quantity: str,
-    path: Path,
+    store: Any,
     layout: ArchiveLayout,
 ) -> tuple[Any, Any]:
-    """Lazily write ``data`` as a standalone Zarr v3 group at ``path``.
+    """Lazily write ``data`` as the root group of ``store`` (a scene repository's session).
 
     Returns:
         (write, stats_parts): the delayed write and the dask array of per-chunk statistics;
@@ -152,13 +170,9 @@ def stage_scene_graph(
     import dask.array as dsa
 
     ds = build_dataset(data, pols, georef)
-    c = layout.chunk_px
-    enc: dict[str, Any] = {"chunks": (1, c, c)}
-    if layout.shard_px:
-        enc["shards"] = (1, layout.shard_px, layout.shard_px)
     write = ds.to_zarr(
-        str(path), mode="w-", zarr_format=3, consolidated=False, compute=False,
-        encoding={VAR_BACKSCATTER: enc},
+        store, mode="w-", zarr_format=3, consolidated=False, compute=False,
+        encoding=scene_encoding(ds, layout),
     )
     nyb, nxb = len(data.chunks[1]), len(data.chunks[2])
     parts = dsa.map_blocks(

@@ -199,8 +199,7 @@ def _check_scenes(arch: Archive, scene_ids: list[str], config: TranslateConfig,
             )
         if rec.shape[1] < 1 or rec.shape[2] < 1:
             raise ArchiveError(f"scene {sid!r}: empty")
-    if out_arch.path.exists() and not out_arch.exists():
-        raise ArchiveError(f"`out` ({out_arch.path}): exists but is not an archive")
+    out_arch.check_writable_target()
 
 
 def translate(
@@ -236,8 +235,7 @@ def translate(
     if (cog or quicklook) and len(scene_ids) > 1:
         raise ConfigError("--cog/--quicklook take one scene; translate scenes one at a time")
     replica_cfg = config.replica_config()
-    done_already = out_arch.catalog()
-    if all(config.out_scene_for(sid) in done_already for sid in scene_ids):
+    if all(out_arch.has_scene(config.out_scene_for(sid)) for sid in scene_ids):
         # Nothing to compute: no Ray, no model; exports still happen below.
         summaries = [TranslateSummary(source_scene=sid, out_scene=config.out_scene_for(sid),
                                       status="exists") for sid in scene_ids]
@@ -305,10 +303,12 @@ def read_tile(backscatter: Any, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
     return padded, window
 
 
-def _provenance(sid: str, arch: Archive, config: TranslateConfig, replica_cfg: dict[str, Any]) -> dict[str, Any]:
+def _provenance(sid: str, arch: Archive, config: TranslateConfig, replica_cfg: dict[str, Any],
+                snapshot: str) -> dict[str, Any]:
     return {
         "source_scene": sid,
-        "source_archive": str(arch.path.resolve()),
+        "source_archive": arch.url,
+        "source_snapshot": snapshot,
         "model": config.model,
         "preset": replica_cfg.get("preset"),
         "weights": replica_cfg.get("weights"),
@@ -354,21 +354,21 @@ def _translate_scene(
     grid = chunk_grid((h_in, w_in), spec)
     summary = TranslateSummary(source_scene=sid, out_scene=out_id, status="complete",
                                chunks_total=grid[0] * grid[1], replicas=len(actors))
-    if out_id in out_arch.catalog():
+    if out_arch.has_scene(out_id):
         summary.status = "exists"
         return summary
     if config.on_unfinished == "restart":
         discard_output(out_arch, out_id)
 
     # 1. The output scene (created, or reopened to resume).
-    provenance = _provenance(sid, arch, config, replica_cfg)
+    provenance = _provenance(sid, arch, config, replica_cfg, src_ds.encoding["snapshot"])
     georef: Georef = refine_georef(georef_of(src_ds), s)
     spacing = [v / s for v in rec.pixel_spacing_m] if rec.pixel_spacing_m else None
     out_attrs = {
         "scene_id": out_id, "sensor": rec.sensor, "platform": "synthetic",
         "pixel_spacing_m": spacing, "polarisations": list(rec.polarisations), "units": units,
         "quantity": quantity, "acquisition_time": rec.acquisition_time,
-        "source_files": [f"{arch.path}::{sid}"], "georeferencing": georef.kind,
+        "source_files": [f"{arch.url}::{sid}"], "georeferencing": georef.kind,
         "calibration": attrs.get("calibration", "none"), "sarray_version": __version__,
     }
     out = open_or_create_output(
@@ -532,6 +532,7 @@ def _translate_scene(
     finally:
         bar.close()
         reader.shutdown(wait=True, cancel_futures=True)
+        out.flush()  # every chunk written so far is whole: commit it, a rerun resumes after it
     summary.tiles = tiles_done
     summary.compute_s = time.perf_counter() - t0
 
@@ -539,7 +540,7 @@ def _translate_scene(
     if not out.done_mask().all():
         summary.status = "partial"
         return summary
-    stats = combine_stats(np.asarray(out.stats[...]), rec.polarisations, shape_out[0] * shape_out[1])
+    stats = combine_stats(out.stats(), rec.polarisations, shape_out[0] * shape_out[1])
     digest = hashlib.sha256(json.dumps(provenance, sort_keys=True).encode()).hexdigest()
     record = SceneRecord(
         scene_id=out_id, sensor=rec.sensor, platform="synthetic",

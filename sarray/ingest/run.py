@@ -49,6 +49,15 @@ class IngestResult:
     shape: tuple[int, int, int]
     units: str
     source_files: tuple[str, ...]
+    requested_id: str | None = None  # set when the source is already listed under another id
+
+    def line(self) -> str:
+        """What `sarray ingest` prints for this scene."""
+        shape = "x".join(map(str, self.shape))
+        text = f"{self.status:6s} {self.scene_id}  {shape}  {self.units}"
+        if self.requested_id and self.requested_id != self.scene_id:
+            text += f"  (same source as requested id {self.requested_id}; not added again)"
+        return text
 
 
 def is_safe(path: Path) -> bool:
@@ -158,20 +167,18 @@ def _ingest(paths: list[str | Path], archive: str | Path, config: IngestConfig,
             progress: bool) -> list[IngestResult]:
     import dask
 
+    from sarray.archive.catalog import source_key
     from sarray.progress import dask_progress
 
     arch = Archive(archive)
-    if arch.path.exists() and not arch.exists():
-        raise ArchiveError(f"archive {arch.path}: exists but holds no zarr.json; pick another path")
-    if arch.exists():
-        arch.require()
+    arch.check_writable_target()
 
     # 1. Validate every input and describe its scene (headers only).
     sources = open_sources([Path(p) for p in paths], config)
 
-    # 2. Scenes whose id is already taken: decide now, from the checksum, without staging.
-    arch.recover()  # finish any commit a crash interrupted, drop dead staging folders
-    catalog = arch.catalog()
+    # 2. Scenes already listed: decide now, from the checksum, without staging.
+    arch.recover()  # finish any commit a crash interrupted, drop abandoned writes
+    catalog = arch.catalog_repo() if arch.exists() else None
     selection = selection_of(config)
     results: list[IngestResult] = []
     todo: list[tuple[SceneSource, Any]] = []
@@ -179,38 +186,52 @@ def _ingest(paths: list[str | Path], archive: str | Path, config: IngestConfig,
     try:
         for src in sources:
             files = [Path(f) for f in src.source_files]
-            if src.scene_id in catalog:
-                digest = sha256_files(_hash_inputs(files))
-                rec = catalog[src.scene_id]
-                if rec.source_sha256 != digest or rec.extra.get("selection") != selection:
-                    raise ArchiveError(
-                        f"scene {src.scene_id!r}: already in {arch.path} from another source "
-                        f"({src.source_files[0]}, or its window/burst/calibration, differs); "
-                        "pass --scene-id to pick a new id"
-                    )
-                results.append(IngestResult(scene_id=src.scene_id, status="exists", shape=rec.shape,
-                                            units=rec.units, source_files=src.source_files))
+            hit = catalog.lookup(src.scene_id) if catalog is not None else None
+            if hit is None:
+                todo.append((src, pool.submit(sha256_files, _hash_inputs(files))))
                 continue
-            todo.append((src, pool.submit(sha256_files, _hash_inputs(files))))
+            rec = hit[0]
+            digest = sha256_files(_hash_inputs(files))
+            if rec.source_sha256 != digest or rec.extra.get("selection") != selection:
+                raise ArchiveError(
+                    f"scene {src.scene_id!r}: already in {arch.url} from another source "
+                    f"({src.source_files[0]}, or its window/burst/calibration, differs); "
+                    "pass --scene-id to pick a new id"
+                )
+            results.append(IngestResult(scene_id=src.scene_id, status="exists", shape=rec.shape,
+                                        units=rec.units, source_files=src.source_files))
+        # The same source already listed under another id: report that id, stage nothing.
+        if catalog is not None and todo:
+            keep = []
+            for src, fut in todo:
+                other = catalog.find_source(source_key(fut.result(), selection))
+                if other is None:
+                    keep.append((src, fut))
+                    continue
+                rec = catalog.lookup(other)[0]  # type: ignore[index]
+                results.append(IngestResult(scene_id=other, status="exists", shape=rec.shape,
+                                            units=rec.units, source_files=src.source_files,
+                                            requested_id=src.scene_id))
+            todo = keep
         if not todo:
             return results
 
-        # 3. Stage every scene: write, and gather statistics in the same pass.
-        staged: list[Path] = []
+        # 3. Stage every scene into its own (uncommitted) repository, statistics in the same pass.
+        writers: list[Any] = []
         parts: list[Any] = []
         try:
             for i in range(0, len(todo), config.parallel_files):
                 batch = [src for src, _ in todo[i : i + config.parallel_files]]
                 writes, stats = [], []
                 for src in batch:
-                    staged.append(arch.new_staging_dir(src.scene_id))
+                    writers.append(arch.begin_scene(src.scene_id))
                     write, part = stage_scene_graph(src.data, src.pols, src.georef, src.units,
-                                                    src.quantity, staged[-1], config.layout)
+                                                    src.quantity, writers[-1].store, config.layout)
                     writes.append(write)
                     stats.append(part)
                 label = batch[0].scene_id if len(batch) == 1 else f"{len(batch)} scenes"
                 # Our own pool, so that after a failure every running task has finished before
-                # the staging folders are removed (no chunk is written after the cleanup).
+                # the repositories are removed (no chunk is written after the cleanup).
                 with cf.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as workers:
                     with dask_progress(f"ingest {label}", enabled=progress):
                         _, computed = dask.compute(writes, stats, scheduler="threads",
@@ -218,7 +239,7 @@ def _ingest(paths: list[str | Path], archive: str | Path, config: IngestConfig,
                 parts += computed
             # 4. Check the content, then write the scene attributes.
             finals = []
-            for (src, fut), path, part in zip(todo, staged, parts):
+            for (src, fut), writer, part in zip(todo, writers, parts):
                 shape = tuple(int(v) for v in src.data.shape)
                 stats = combine_stats(part, src.pols, shape[1] * shape[2])
                 for pol, st in stats.items():
@@ -228,19 +249,27 @@ def _ingest(paths: list[str | Path], archive: str | Path, config: IngestConfig,
                             "nothing to ingest"
                         )
                 record = _record(src, fut.result(), shape, selection)  # type: ignore[arg-type]
-                _write_attrs(path, src, record, stats, config)
-                finals.append((path, record, src))
+                _write_attrs(writer.store, src, record, stats, config)
+                finals.append((writer, record, src))
         except BaseException:
-            for path in staged:
-                arch.discard_staging(path)
+            for writer in writers:
+                arch.discard(writer)
             raise
 
-        # 5. Commit each scene atomically.
-        for path, record, src in finals:
-            status = arch.commit(path, record)
-            results.append(IngestResult(scene_id=record.scene_id, status=status,
-                                        shape=record.shape, units=record.units,
-                                        source_files=src.source_files))
+        # 5. Commit each scene (its repository, then its catalog row).
+        for writer, record, src in finals:
+            res = arch.commit_scene(writer, record)
+            status = "exists" if res.status == "exists" else res.status
+            if res.status == "taken":
+                raise ArchiveError(
+                    f"scene {record.scene_id!r}: listed in {arch.url} by another writer meanwhile, "
+                    "from another source; pass --scene-id to pick a new id"
+                )
+            results.append(IngestResult(
+                scene_id=res.existing or record.scene_id if status == "exists" else record.scene_id,
+                status=status, shape=record.shape, units=record.units,
+                source_files=src.source_files,
+                requested_id=record.scene_id if status == "exists" and res.existing != record.scene_id else None))
         return results
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -254,12 +283,14 @@ def _hash_inputs(files: list[Path]) -> list[Path]:
     return out
 
 
-def _write_attrs(path: Path, src: SceneSource, record: SceneRecord, stats: dict[str, Any],
+def _write_attrs(store: Any, src: SceneSource, record: SceneRecord, stats: dict[str, Any],
                  config: IngestConfig) -> None:
     import zarr
 
-    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
-    group.attrs.update(
+    from sarray.archive.layout import json_safe
+
+    group = zarr.open_group(store=store, mode="r+", zarr_format=3)
+    group.attrs.update(json_safe(
         {
             ATTR_SCENE_ID: src.scene_id,
             ATTR_SENSOR: src.sensor,
@@ -281,4 +312,4 @@ def _write_attrs(path: Path, src: SceneSource, record: SceneRecord, stats: dict[
             ATTR_RECORD: record.to_dict(),
             **src.extra_attrs,
         }
-    )
+    ))

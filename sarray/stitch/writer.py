@@ -1,22 +1,25 @@
-"""The output scene: created in place in the archive, written chunk by chunk, resumable.
+"""The output scene: its own scene repository, written chunk by chunk, resumable.
 
-The output group ``scenes/<out_id>`` carries ``sarray_in_progress`` until the last chunk is
-written, so the catalog does not list it and ingest's recovery leaves it alone. Progress is a
-``(chunk rows, chunk cols)`` uint8 array ``translate_done`` with one Zarr chunk per flag: a flag
-is set only after its whole output chunk has been written, so a partially written chunk is never
-marked done, and a restarted job recomputes exactly the chunks whose flag is 0.
+The output repository ``scenes/<out_id>.<settings token>`` carries ``sarray_in_progress`` until
+the last chunk is written, so the catalog does not list it and recovery leaves it alone.
+Progress is a ``(chunk rows, chunk cols)`` uint8 array ``translate_done`` with one Zarr chunk
+per flag, committed with the chunks it flags: a restarted job recomputes exactly the chunks
+whose flag is 0 in the last commit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from sarray.archive.layout import VAR_BACKSCATTER, scene_path
-from sarray.archive.store import ATTR_IN_PROGRESS, ATTR_RECORD, Archive
+from sarray.archive.layout import VAR_BACKSCATTER, json_safe
+from sarray.archive.store import ATTR_IN_PROGRESS, ATTR_RECORD, KIND_OUTPUT, Archive, SceneWriter
+from sarray.config import COMMIT_EVERY_CHUNKS, COMMIT_INTERVAL_S
 from sarray.errors import ArchiveError
 from sarray.ingest.source import Georef
 
@@ -58,24 +61,61 @@ def georef_of(ds: Any) -> Georef:
 
 @dataclass
 class OutputScene:
-    """Handle on an output scene being written in place."""
+    """Handle on an output scene being written into its own (uncatalogued) scene repository.
+
+    Chunks, their statistics and their done flags are written into one writable session and
+    committed together every ``COMMIT_EVERY_CHUNKS`` chunks or ``COMMIT_INTERVAL_S`` seconds: a
+    flag is never committed without its chunk, and a killed job loses at most the chunks since
+    the last commit, which a rerun recomputes identically.
+    """
 
     archive: Archive
     scene_id: str
-    array: Any  # zarr.Array (pol, y, x)
-    done: Any  # zarr.Array (chunk rows, chunk cols) uint8
-    stats: Any  # zarr.Array (pol, chunk rows, chunk cols, fields) float64
+    writer: SceneWriter
+    _group: Any = None
+    _pending: int = 0
+    _last_commit: float = field(default_factory=time.monotonic)
+
+    @property
+    def group(self) -> Any:
+        import zarr
+
+        if self._group is None:
+            self._group = zarr.open_group(store=self.writer.store, mode="r+", zarr_format=3)
+        return self._group
 
     def done_mask(self) -> np.ndarray:
-        return np.asarray(self.done[...], dtype=bool)
+        return np.asarray(self.group[DONE_VAR][...], dtype=bool)
+
+    def stats(self) -> np.ndarray:
+        return np.asarray(self.group[STATS_VAR][...])
 
     def write_chunk(self, key: tuple[int, int], region: tuple[int, int, int, int],
                     values: np.ndarray, stats: np.ndarray) -> None:
-        """Write one whole output chunk and its statistics, then (only then) mark it done."""
+        """Write one whole output chunk, its statistics and its done flag (same commit)."""
         y0, y1, x0, x1 = region
-        self.array[:, y0:y1, x0:x1] = values
-        self.stats[:, key[0], key[1], :] = stats
-        self.done[key[0], key[1]] = 1
+        g = self.group
+        g[VAR_BACKSCATTER][:, y0:y1, x0:x1] = values
+        g[STATS_VAR][:, key[0], key[1], :] = stats
+        g[DONE_VAR][key[0], key[1]] = 1
+        self._pending += 1
+        if (self._pending >= COMMIT_EVERY_CHUNKS
+                or time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S):
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the chunks written since the last commit (resume starts from here)."""
+        if self.writer.session.has_uncommitted_changes:
+            self.writer.commit(f"translate {self.scene_id}: {self._pending} chunk(s)")
+            self._group = None
+        self._pending = 0
+        self._last_commit = time.monotonic()
+
+
+def output_location(scene_id: str, provenance: dict[str, Any]) -> str:
+    """The repository folder of an output: its settings decide it, so a rerun finds it."""
+    digest = hashlib.sha256(json.dumps(provenance, sort_keys=True).encode()).hexdigest()
+    return f"{scene_id}.{digest[:12]}"
 
 
 def open_or_create_output(
@@ -94,55 +134,65 @@ def open_or_create_output(
     """Create the in-progress output scene, or reopen it to resume.
 
     Raises:
-        ArchiveError: if an unfinished output with other settings (provenance) exists.
+        ArchiveError: if an unfinished output of this id with other settings exists.
     """
     import dask.array as da
     import zarr
 
-    from sarray.archive.write import build_dataset
+    from sarray.archive.integrity import checked_codecs
+    from sarray.archive.layout import ArchiveLayout
+    from sarray.archive.write import build_dataset, scene_encoding
 
-    archive.ensure_created()
-    path = archive.path / scene_path(scene_id)
-    if (path / "zarr.json").is_file():
-        existing = json.loads((path / "zarr.json").read_text()).get("attributes", {})
-        if existing.get(ATTR_PROVENANCE) != json.loads(json.dumps(provenance)):
+    location = output_location(scene_id, provenance)
+    for intent in archive.intents():
+        if (intent.get("scene_id") == scene_id and intent.get("kind") == KIND_OUTPUT
+                and intent.get("location") != location):
             raise ArchiveError(
-                f"scene {scene_id!r}: an unfinished output with other settings is in {archive.path}; "
+                f"scene {scene_id!r}: an unfinished output with other settings is in {archive.url}; "
                 "pass --restart to discard it, or --out-scene to write another scene"
             )
-    else:
+    writer = archive.begin_scene(scene_id, kind=KIND_OUTPUT, location=location)
+    try:
+        existing = dict(zarr.open_group(store=writer.store, mode="r", zarr_format=3).attrs)
+    except Exception:  # a new repository: no root group yet
+        existing = None
+    if existing is not None and existing.get(ATTR_PROVENANCE) != json_safe(provenance):
+        raise ArchiveError(
+            f"scene {scene_id!r}: an unfinished output with other settings is in {archive.url}; "
+            "pass --restart to discard it, or --out-scene to write another scene"
+        )
+    if existing is None:
         data = da.zeros(shape, chunks=(1, chunk_px, chunk_px), dtype=np.float32)
         ds = build_dataset(data, pols, georef)
-        ds.attrs.update({**attrs, ATTR_PROVENANCE: provenance, ATTR_IN_PROGRESS: True})
-        ds.to_zarr(str(archive.path), group=scene_path(scene_id), mode="w-", zarr_format=3,
-                   compute=False, consolidated=False,
-                   encoding={VAR_BACKSCATTER: {"chunks": (1, chunk_px, chunk_px),
-                                               "fill_value": np.float32(np.nan)}})
-        group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+        ds.attrs.update(json_safe({**attrs, ATTR_PROVENANCE: provenance, ATTR_IN_PROGRESS: True}))
+        ds.to_zarr(writer.store, mode="w-", zarr_format=3, compute=False, consolidated=False,
+                   encoding=scene_encoding(ds, ArchiveLayout(chunk_px=chunk_px),
+                                           fill_value=np.float32(np.nan)))
+        group = zarr.open_group(store=writer.store, mode="r+", zarr_format=3)
         group.create_array(DONE_VAR, shape=grid, chunks=(1, 1), dtype="uint8", fill_value=0,
-                           dimension_names=("chunk_row", "chunk_col"))
+                           dimension_names=("chunk_row", "chunk_col"), compressors=checked_codecs())
         group.create_array(STATS_VAR, shape=(len(pols), *grid, n_stats), dtype="float64",
                            chunks=(len(pols), 1, 1, n_stats), fill_value=0.0,
-                           dimension_names=("pol", "chunk_row", "chunk_col", "stat_field"))
-    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
-    return OutputScene(archive=archive, scene_id=scene_id, array=group[VAR_BACKSCATTER],
-                       done=group[DONE_VAR], stats=group[STATS_VAR])
+                           dimension_names=("pol", "chunk_row", "chunk_col", "stat_field"),
+                           compressors=checked_codecs())
+        writer.commit(f"create output {scene_id}")
+    return OutputScene(archive=archive, scene_id=scene_id, writer=writer)
 
 
 def finalize_output(out: OutputScene, record: Any, stats: dict[str, Any]) -> None:
-    """Attach the record and statistics, clear the in-progress flag and list the scene."""
-    import zarr
-
-    group = zarr.open_group(str(out.archive.path / scene_path(out.scene_id)), mode="r+",
-                            zarr_format=3)
-    group.attrs.update({"statistics": stats, ATTR_RECORD: record.to_dict(), ATTR_IN_PROGRESS: False})
-    out.archive.commit_in_place(record)
+    """Attach the record and statistics, clear the in-progress flag, commit and list the scene."""
+    out.group.attrs.update(json_safe({"statistics": stats, ATTR_RECORD: record.to_dict(),
+                                      ATTR_IN_PROGRESS: False}))
+    res = out.archive.commit_scene(out.writer, record, message=f"finish output {out.scene_id}")
+    if res.status != "added":
+        raise ArchiveError(f"scene {out.scene_id!r}: listed meanwhile by another writer "
+                           f"({res.status}); use --out-scene to write another id")
 
 
 def discard_output(archive: Archive, scene_id: str) -> None:
-    """Remove an unfinished output (``--restart``); refuses to touch a catalogued scene."""
-    import shutil
-
-    if scene_id in archive.catalog():
+    """Remove unfinished outputs of ``scene_id`` (``--restart``); refuses a catalogued scene."""
+    if archive.has_scene(scene_id):
         raise ArchiveError(f"scene {scene_id!r}: is complete and catalogued; not discarding it")
-    shutil.rmtree(archive.path / scene_path(scene_id), ignore_errors=True)
+    for intent in archive.intents():
+        if intent.get("scene_id") == scene_id and intent.get("kind") == KIND_OUTPUT:
+            archive.discard_location(str(intent["location"]))
