@@ -179,22 +179,43 @@ class Catalog:
         return self._repo
 
     def create(self) -> None:
-        """Create the empty catalog (every column with 0 rows) in one commit."""
+        """Create the empty catalog (every column with 0 rows), unless it exists.
+
+        Safe against concurrent creators: the repository creation and the first commit both
+        tolerate losing the race to another writer.
+        """
         import icechunk
         import zarr
 
-        repo = icechunk.Repository.create(self.location.icechunk_storage())
-        session = repo.writable_session("main")
-        root = zarr.group(store=session.store, zarr_format=3,
-                          attributes={"sarray_catalog_columns": list(COLUMNS)})
         from sarray.archive.integrity import checked_codecs
 
-        for name, (dtype, rows) in COLUMNS.items():
-            root.create_array(name, shape=(0,), chunks=(rows,), dtype=str if dtype == "str" else dtype,
-                              fill_value=np.nan if dtype == "float64" else "",
-                              compressors=checked_codecs(), dimension_names=("row",))
-        session.commit("create the catalog")
+        storage = self.location.icechunk_storage()
+        try:
+            repo = icechunk.Repository.create(storage)
+        except icechunk.IcechunkError:
+            repo = icechunk.Repository.open(storage)  # created by another writer meanwhile
         self._repo = repo
+        for _ in range(MAX_COMMIT_ATTEMPTS):
+            session = repo.writable_session("main")
+            try:
+                zarr.open_group(store=session.store, mode="r", zarr_format=3)
+                return  # the columns exist
+            except FileNotFoundError:
+                pass
+            root = zarr.group(store=session.store, zarr_format=3,
+                              attributes={"sarray_catalog_columns": list(COLUMNS)})
+            for name, (dtype, rows) in COLUMNS.items():
+                root.create_array(name, shape=(0,), chunks=(rows,),
+                                  dtype=str if dtype == "str" else dtype,
+                                  fill_value=np.nan if dtype == "float64" else "",
+                                  compressors=checked_codecs(), dimension_names=("row",))
+            try:
+                session.commit("create the catalog")
+                return
+            except (icechunk.ConflictError, icechunk.RebaseFailedError):
+                time.sleep(0.05 * (0.5 + random.random()))
+        raise CommitConflictError(f"{self.location.url}: the catalog could not be created; "
+                                  "run the command again")
 
     # -- reading -----------------------------------------------------------------------------------
     def _group(self) -> Any:

@@ -175,7 +175,8 @@ class Archive:
             self.require()
         if self.location.is_local:
             p = self.location.local_path
-            if p.exists() and (not p.is_dir() or any(p.iterdir())):
+            own = {PENDING_DIR, SCENES_GROUP, LOCK_NAME, CATALOG_REPO}  # a first write cut short
+            if p.exists() and (not p.is_dir() or any(c.name not in own for c in p.iterdir())):
                 raise ArchiveError(f"{self.url}: exists but is not a sarray archive (no "
                                    f"{ARCHIVE_MARKER}); pick another path")
 
@@ -183,19 +184,10 @@ class Archive:
         """Create the archive (catalog repository, then the marker) if there is none."""
         if self.exists():
             return
-        import icechunk
-
         with self.lock():
             if self.exists():
                 return
-            cat = self.catalog_repo()
-            try:
-                if not icechunk.Repository.exists(cat.location.icechunk_storage()):
-                    cat.create()
-            except icechunk.IcechunkError:
-                # Another writer created it at the same moment (object storage): use theirs.
-                if not icechunk.Repository.exists(cat.location.icechunk_storage()):
-                    raise
+            self.catalog_repo().create()  # idempotent, and safe against a concurrent creator
             self.location.write_bytes(ARCHIVE_MARKER, json.dumps(
                 {ATTR_LAYOUT_VERSION: LAYOUT_VERSION, "created_by": "sarray"}).encode())
 

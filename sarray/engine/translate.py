@@ -547,7 +547,7 @@ def _translate_scene(
         acquisition_time=rec.acquisition_time, bbox_lonlat=rec.bbox_lonlat,
         shape=(n_p, *shape_out), pixel_spacing_m=tuple(spacing) if spacing else None,
         polarisations=rec.polarisations, units=units, source_sha256=digest,
-        extra={"provenance": provenance},
+        extra={"provenance": provenance, "selection": {"output_of": sid, "out_scene": out_id}},
     )
     finalize_output(out, record, stats)
     return summary

@@ -67,11 +67,10 @@ def test_kill_mid_ingest_then_rerun_completes(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "sarray.cli", "ingest", str(src), "-a", str(arch), "-q",
            "--chunk-px", "128"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    staging = tmp_path / ".a.zarr.staging"
     deadline = time.time() + 60
     killed_mid_write = False
     while time.time() < deadline and proc.poll() is None:
-        chunks = list(staging.rglob("c/0/*/*")) if staging.exists() else []
+        chunks = list((arch / "scenes").glob("*/chunks/*")) if (arch / "scenes").exists() else []
         if len(chunks) >= 20:
             os.kill(proc.pid, signal.SIGKILL)
             killed_mid_write = True
@@ -81,11 +80,12 @@ def test_kill_mid_ingest_then_rerun_completes(tmp_path: Path) -> None:
     assert killed_mid_write, "the ingest finished before it could be killed; use a larger file"
     # Nothing half-written is visible: no archive, or one whose catalog lacks the scene.
     assert Archive(arch).catalog() == {}
-    assert staging.exists()  # the debris of the killed run...
+    assert [i["scene_id"] for i in Archive(arch).intents()] == ["big_vv"]  # the debris...
     out = subprocess.run(cmd, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "added" in out.stdout
-    assert not staging.exists()  # ...is cleaned up by the next run
+    assert Archive(arch).intents() == []  # ...is cleaned up by the next run
+    assert [p.name.split(".")[0] for p in (arch / "scenes").iterdir()] == ["big_vv"]
     ds = Archive(arch).open_scene("big_vv")
     import rasterio
 
@@ -93,25 +93,44 @@ def test_kill_mid_ingest_then_rerun_completes(tmp_path: Path) -> None:
         np.testing.assert_array_equal(ds["backscatter"].values[0], s.read(1))
 
 
-def test_crash_between_rename_and_catalog_is_recovered(small_tif: Path, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_between_scene_commit_and_catalog_is_recovered(small_tif: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from sarray.archive.catalog import Catalog
+
     arch = tmp_path / "a.zarr"
     ingest([write_geotiff(tmp_path / "first_vv.tif", speckle_image((64, 64), seed=1))], arch)
-    real = Archive._write_root
+    real = Catalog.insert
 
-    def crash(self: Archive, root: dict) -> None:
-        raise KeyboardInterrupt("simulated crash after the rename")
+    def crash(self: Catalog, rows: list, **kw: object) -> None:
+        raise KeyboardInterrupt("simulated crash after the scene commit")
 
-    monkeypatch.setattr(Archive, "_write_root", crash)
+    monkeypatch.setattr(Catalog, "insert", crash)
     with pytest.raises(KeyboardInterrupt):
         ingest([small_tif], arch)
-    monkeypatch.setattr(Archive, "_write_root", real)
+    monkeypatch.setattr(Catalog, "insert", real)
     assert "small_vv" not in Archive(arch).catalog()  # the catalog never listed a half scene
-    assert (arch / "scenes" / "small_vv" / "zarr.json").is_file()
+    assert [i["scene_id"] for i in Archive(arch).intents()] == ["small_vv"]
     (res,) = ingest([small_tif], arch)  # running again finishes it
     assert res.status == "exists"
     assert set(Archive(arch).catalog()) == {"first_vv", "small_vv"}
+    assert Archive(arch).intents() == []
     assert Archive(arch).open_scene("small_vv")["backscatter"].shape == (1, 300, 500)
+
+
+def test_four_concurrent_local_ingests_all_land(tmp_path: Path) -> None:
+    arch = tmp_path / "a.zarr"
+    srcs = [write_geotiff(tmp_path / f"c{i}_vv.tif", speckle_image((200, 200), seed=40 + i))
+            for i in range(4)]
+    procs = [subprocess.Popen([sys.executable, "-m", "sarray.cli", "ingest", str(s), "-a", str(arch),
+                               "-q", "--chunk-px", "64"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for s in srcs]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [o[1] for o in outs]
+    a = Archive(arch)
+    assert sorted(a.catalog()) == [f"c{i}_vv" for i in range(4)]
+    assert a.intents() == []
+    for i in range(4):
+        assert a.open_scene(f"c{i}_vv")["backscatter"].shape == (1, 200, 200)
 
 
 def _rec(scene_id: str, **kw: object) -> SceneRecord:
@@ -180,8 +199,10 @@ def test_layout_validation_and_sharding(small_tif: Path, tmp_path: Path) -> None
     ingest([small_tif], arch, IngestConfig(layout=layout))
     import zarr
 
-    arr = zarr.open_group(str(arch), mode="r")["scenes/small_vv/backscatter"]
+    session = Archive(arch).scene_session("small_vv")
+    arr = zarr.open_group(store=session.store, mode="r")["backscatter"]
     assert arr.chunks == (1, 64, 64) and arr.shards == (1, 256, 256)
+    assert "Crc32cCodec" in repr(arr.metadata.codecs)
     ds = Archive(arch).open_scene("small_vv")
     import rasterio
 
@@ -193,5 +214,107 @@ def test_require_refuses_non_archives(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError, match="not found"):
         Archive(tmp_path / "none.zarr").require()
     (tmp_path / "plain").mkdir()
-    with pytest.raises(ArchiveError, match="no zarr.json"):
+    (tmp_path / "plain" / "notes.txt").write_text("x")
+    with pytest.raises(ArchiveError, match="not a sarray archive"):
         ingest([tmp_path / "x.tif"], tmp_path / "plain")
+
+
+@pytest.mark.parametrize("reserved", ["zarr.json", "catalog", "scenes", "pending", "sarray.json",
+                                      "ZARR.JSON"])
+def test_reserved_scene_ids_are_refused(reserved: str) -> None:
+    with pytest.raises(ConfigError, match="reserved"):
+        validate_scene_id(reserved)
+    assert sanitize_scene_id(reserved) != reserved
+
+
+def test_catalog_query_equals_in_memory_filters(tmp_path: Path) -> None:
+    from sarray.archive.catalog import Catalog, CatalogRow
+
+    cat = Catalog(Archive(tmp_path / "a.zarr").location.child("catalog"))
+    cat.create()
+    recs = [_rec("a"), _rec("b", sensor="Umbra-04", acquisition_time="2023-02-12T00:00:00",
+                            bbox_lonlat=(169.4, -19.6, 169.5, -19.5), source_sha256="sb"),
+            _rec("c", sensor="UAVSAR", platform="airborne", acquisition_time=None, bbox_lonlat=None,
+                 source_sha256="sc")]
+    res = cat.insert([CatalogRow(record=r, location=f"{r.scene_id}.x") for r in recs])
+    assert [r.status for r in res] == ["added"] * 3
+    # The same source again, under another id: reported as the existing one, not added.
+    again = cat.insert([CatalogRow(record=_rec("a2"), location="a2.x")])
+    assert (again[0].status, again[0].existing) == ("exists", "a")
+    taken = cat.insert([CatalogRow(record=_rec("a", source_sha256="y"), location="a.y")])
+    assert taken[0].status == "taken" and len(cat) == 3
+    for flt in [SceneFilter(sensor="sentinel-1"), SceneFilter(platform="airborne"),
+                SceneFilter(start="2022-01-01"), SceneFilter(end="2022-01-01T00:00:00Z"),
+                SceneFilter(bbox_lonlat=(10.5, 40.5, 12, 42)), SceneFilter(bbox_lonlat=(0, 0, 1, 1)),
+                SceneFilter(), SceneFilter(bbox_lonlat=(160, -20, 170, 0), start="2023-01-01")]:
+        want = sorted(r.scene_id for r in recs if flt.matches(r))
+        assert sorted(r.scene_id for r in cat.query(flt)) == want, flt
+    assert cat.lookup("b") == (recs[1], "b.x")
+    assert cat.lookup("zz") is None
+
+
+def test_catalog_commit_retries_a_conflict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two writers insert from the same tip: the second one's commit conflicts, is re-applied
+    on the new tip, and both rows are kept."""
+    import icechunk
+
+    from sarray.archive.catalog import Catalog, CatalogRow
+
+    loc = Archive(tmp_path / "a.zarr").location.child("catalog")
+    Catalog(loc).create()
+    first, second = Catalog(loc), Catalog(loc)
+    real_commit = icechunk.Session.commit
+    state = {"raced": False}
+
+    def commit(self: icechunk.Session, message: str, *a: object, **k: object) -> str:
+        if not state["raced"] and message == "add b":
+            state["raced"] = True  # another writer lands between our read and our commit
+            first.insert([CatalogRow(record=_rec("a"), location="a.x")], message="add a")
+        return real_commit(self, message, *a, **k)
+
+    monkeypatch.setattr(icechunk.Session, "commit", commit)
+    res = second.insert([CatalogRow(record=_rec("b", source_sha256="b"), location="b.x")],
+                        message="add b")
+    assert state["raced"] and res[0].status == "added"
+    assert sorted(Catalog(loc).ids()) == ["a", "b"]
+
+
+def test_legacy_archive_is_refused_and_migrates(small_tif: Path, tmp_path: Path) -> None:
+    """An archive of the first layout (plain Zarr, catalog in the root attributes) is refused
+    with the command that converts it; `sarray migrate` converts it and leaves it as it was."""
+    import json
+
+    import rioxarray  # noqa: F401
+    import xarray as xr
+    import zarr
+    from typer.testing import CliRunner
+
+    from sarray.cli import app
+
+    old = tmp_path / "old.zarr"
+    tmp_new = tmp_path / "tmp.zarr"
+    ingest([small_tif], tmp_new)
+    ds = Archive(tmp_new).open_scene("small_vv")
+    rec = Archive(tmp_new).record("small_vv")
+    zarr.open_group(str(old), mode="w", zarr_format=3,
+                    attributes={"sarray_layout_version": 1,
+                                "sarray_catalog": {"small_vv": json.loads(json.dumps(rec.to_dict()))}})
+    for v in ds.variables.values():
+        v.encoding = {}
+    ds.to_zarr(str(old), group="scenes/small_vv", zarr_format=3, consolidated=False)
+    before = tree_digest(old)
+    with pytest.raises(ArchiveError, match="sarray migrate"):
+        Archive(old).require()
+    runner = CliRunner()
+    res = runner.invoke(app, ["ls", str(old)])
+    assert res.exit_code == 1 and "sarray migrate" in res.output
+    res = runner.invoke(app, ["migrate", str(old), str(tmp_path / "new.zarr"), "-q"])
+    assert res.exit_code == 0, res.output
+    assert tree_digest(old) == before
+    new = Archive(tmp_path / "new.zarr")
+    assert new.record("small_vv") == rec
+    got = new.open_scene("small_vv")
+    xr.testing.assert_identical(got["backscatter"].load(), ds["backscatter"].load())
+    assert got.rio.transform() == ds.rio.transform()
+    res = runner.invoke(app, ["migrate", str(old), str(tmp_path / "new.zarr"), "-q"])
+    assert res.exit_code == 0 and "migrated 0 scene(s)" in res.output
