@@ -33,25 +33,42 @@ from sarray.archive.location import Location
 from sarray.config import MAX_COMMIT_ATTEMPTS
 from sarray.errors import ArchiveError, CommitConflictError
 
-# Column name -> (dtype, rows per chunk). Numeric columns have large chunks (a query reads them
-# whole); the JSON record has small ones (an append rewrites one chunk, a lookup reads one).
-NUMERIC_CHUNK_ROWS = 16384
-TEXT_CHUNK_ROWS = 4096
-RECORD_CHUNK_ROWS = 1024
-COLUMNS: dict[str, tuple[str, int]] = {
-    "scene_id": ("str", TEXT_CHUNK_ROWS),
-    "location": ("str", TEXT_CHUNK_ROWS),
-    "source_key": ("str", TEXT_CHUNK_ROWS),
-    "sensor": ("str", TEXT_CHUNK_ROWS),
-    "platform": ("str", TEXT_CHUNK_ROWS),
-    "min_lon": ("float64", NUMERIC_CHUNK_ROWS),
-    "min_lat": ("float64", NUMERIC_CHUNK_ROWS),
-    "max_lon": ("float64", NUMERIC_CHUNK_ROWS),
-    "max_lat": ("float64", NUMERIC_CHUNK_ROWS),
-    "time_s": ("float64", NUMERIC_CHUNK_ROWS),
-    "record": ("str", RECORD_CHUNK_ROWS),
+# The arrays of the catalog: name -> (dtype, row chunk, columns). Few arrays, because an append
+# rewrites the last chunk of each: numeric values share 2-D arrays (a query reads ``geo`` whole),
+# text has one array per field, and the JSON records have small chunks (a lookup reads one).
+GEO = "geo"  # float64 (row, 5): min_lon, min_lat, max_lon, max_lat, acquisition time (s)
+HASH = "hash"  # uint64 (row, 3): scene id hash, source key hash (128 bits)
+ARRAYS: dict[str, tuple[str, int, int | None]] = {
+    GEO: ("float64", 8192, 5),
+    HASH: ("uint64", 8192, 3),
+    "scene_id": ("str", 4096, None),
+    "location": ("str", 4096, None),
+    "sensor": ("str", 4096, None),
+    "platform": ("str", 4096, None),
+    "record": ("str", 256, None),
 }
-BBOX_COLUMNS = ("min_lon", "min_lat", "max_lon", "max_lat")
+GEO_FIELDS = ("min_lon", "min_lat", "max_lon", "max_lat", "time_s")
+BBOX_COLUMNS = GEO_FIELDS[:4]
+# Threads writing the arrays of one append at once (one per array).
+WRITE_THREADS = len(ARRAYS)
+
+
+_POOL: Any = None
+
+
+def _writer_pool() -> Any:
+    """Threads kept for the appends (starting threads per commit costs more than the writes)."""
+    global _POOL
+    import concurrent.futures as cf
+
+    if _POOL is None:
+        _POOL = cf.ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="sarray-catalog")
+    return _POOL
+
+
+def _hash64(text: str) -> tuple[int, int]:
+    d = hashlib.sha256(text.encode()).digest()
+    return int.from_bytes(d[:8], "little"), int.from_bytes(d[8:16], "little")
 
 
 def parse_time(text: str) -> dt.datetime:
@@ -74,14 +91,16 @@ class CatalogRow:
     location: str  # repository folder under scenes/
 
     def values(self) -> dict[str, Any]:
+        """The row's value in each array of :data:`ARRAYS`."""
         r = self.record
         bbox = r.bbox_lonlat or (np.nan,) * 4
         t = parse_time(r.acquisition_time).timestamp() if r.acquisition_time else np.nan
+        key = source_key(r.source_sha256, r.extra.get("selection"))
         return {
-            "scene_id": r.scene_id, "location": self.location, "source_key": source_key(r.source_sha256, r.extra.get("selection")),
-            "sensor": r.sensor, "platform": r.platform,
-            **{c: float(v) for c, v in zip(BBOX_COLUMNS, bbox)},
-            "time_s": float(t),
+            GEO: [float(v) for v in bbox] + [float(t)],
+            HASH: [_hash64(r.scene_id)[0], *_hash64(key)],
+            "scene_id": r.scene_id, "location": self.location, "sensor": r.sensor,
+            "platform": r.platform,
             "record": json.dumps(r.to_dict(), sort_keys=True, allow_nan=False),
         }
 
@@ -115,10 +134,10 @@ class Query:
     end: str | None = None
     bbox_lonlat: tuple[float, float, float, float] | None = None
 
-    def mask(self, cols: dict[str, np.ndarray]) -> np.ndarray:
-        """Rows that pass the numeric filters (bbox, time); ``cols`` holds those columns."""
-        n = len(next(iter(cols.values()))) if cols else 0
-        keep = np.ones(n, dtype=bool)
+    def mask(self, geo: np.ndarray) -> np.ndarray:
+        """Rows that pass the numeric filters (bbox, time); ``geo`` is the (row, 5) array."""
+        cols = {k: geo[:, i] for i, k in enumerate(GEO_FIELDS)}
+        keep = np.ones(geo.shape[0], dtype=bool)
         with np.errstate(invalid="ignore"):
             if self.bbox_lonlat is not None:
                 w, s, e, nn = self.bbox_lonlat
@@ -132,21 +151,17 @@ class Query:
 
     def matches(self, rec: SceneRecord) -> bool:
         """The same filters on one in-memory record (what :meth:`Catalog.query` computes)."""
-        vals = CatalogRow(record=rec, location="").values()
-        cols = {k: np.array([vals[k]], dtype=np.float64) for k in (*BBOX_COLUMNS, "time_s")}
-        if not self.mask(cols)[0]:
+        geo = np.array([CatalogRow(record=rec, location="").values()[GEO]], dtype=np.float64)
+        if not self.mask(geo)[0]:
             return False
         if self.platform is not None and rec.platform != self.platform:
             return False
         return self.sensor is None or self.sensor.lower() in rec.sensor.lower()
 
-    def numeric_columns(self) -> tuple[str, ...]:
-        out: tuple[str, ...] = ()
-        if self.bbox_lonlat is not None:
-            out += BBOX_COLUMNS
-        if self.start is not None or self.end is not None:
-            out += ("time_s",)
-        return out
+    @property
+    def numeric(self) -> bool:
+        """Whether the query filters on the ``geo`` array."""
+        return self.bbox_lonlat is not None or self.start is not None or self.end is not None
 
 
 class Catalog:
@@ -190,10 +205,20 @@ class Catalog:
         from sarray.archive.integrity import checked_codecs
 
         storage = self.location.icechunk_storage()
-        try:
-            repo = icechunk.Repository.create(storage)
-        except icechunk.IcechunkError:
-            repo = icechunk.Repository.open(storage)  # created by another writer meanwhile
+        repo = None
+        for attempt in range(MAX_COMMIT_ATTEMPTS):
+            try:
+                repo = icechunk.Repository.create(storage)
+                break
+            except icechunk.IcechunkError:
+                try:  # created by another writer meanwhile (maybe not visible yet: retry)
+                    repo = icechunk.Repository.open(storage)
+                    break
+                except icechunk.IcechunkError:
+                    time.sleep(0.05 * (1 + attempt))
+        if repo is None:
+            raise CommitConflictError(f"{self.location.url}: the catalog could not be created; "
+                                      "run the command again")
         self._repo = repo
         for _ in range(MAX_COMMIT_ATTEMPTS):
             session = repo.writable_session("main")
@@ -203,12 +228,15 @@ class Catalog:
             except FileNotFoundError:
                 pass
             root = zarr.group(store=session.store, zarr_format=3,
-                              attributes={"sarray_catalog_columns": list(COLUMNS)})
-            for name, (dtype, rows) in COLUMNS.items():
-                root.create_array(name, shape=(0,), chunks=(rows,),
-                                  dtype=str if dtype == "str" else dtype,
-                                  fill_value=np.nan if dtype == "float64" else "",
-                                  compressors=checked_codecs(), dimension_names=("row",))
+                              attributes={"sarray_catalog_arrays": list(ARRAYS),
+                                          "sarray_geo_fields": list(GEO_FIELDS)})
+            for name, (dtype, rows, width) in ARRAYS.items():
+                fill = {"float64": np.nan, "uint64": 0, "str": ""}[dtype]
+                root.create_array(name, shape=(0, width) if width else (0,),
+                                  chunks=(rows, width) if width else (rows,),
+                                  dtype=str if dtype == "str" else dtype, fill_value=fill,
+                                  compressors=checked_codecs(),
+                                  dimension_names=("row", "field") if width else ("row",))
             try:
                 session.commit("create the catalog")
                 return
@@ -243,30 +271,40 @@ class Catalog:
         texts = arr.get_coordinate_selection((rows,)) if rows.size < arr.shape[0] else arr[...]
         return [SceneRecord.from_dict(json.loads(str(t))) for t in texts]
 
+    def _rows_of_id(self, g: Any, scene_id: str) -> np.ndarray:
+        """Rows whose id is ``scene_id``: candidates by hash, confirmed on the text."""
+        cand = np.flatnonzero(np.asarray(g[HASH][:, 0]) == np.uint64(_hash64(scene_id)[0]))
+        if cand.size == 0:
+            return cand
+        ids = np.asarray(g["scene_id"].get_coordinate_selection((cand,)))
+        return cand[ids == scene_id]
+
     def lookup(self, scene_id: str) -> tuple[SceneRecord, str] | None:
         """(record, repository folder) of one scene, or None."""
         g = self._group()
-        cols = self.columns(["scene_id", "location"], g)
-        hit = np.flatnonzero(cols["scene_id"] == scene_id)
+        hit = self._rows_of_id(g, scene_id)
         if hit.size == 0:
             return None
-        return self._records(g, hit[:1])[0], str(cols["location"][hit[0]])
+        location = str(g["location"].get_coordinate_selection((hit[:1],))[0])
+        return self._records(g, hit[:1])[0], location
 
     def find_source(self, key: str) -> str | None:
         """The id of the scene ingested from the source with this :func:`source_key`, if any."""
-        cols = self.columns(["scene_id", "source_key"])
-        hit = np.flatnonzero(cols["source_key"] == key)
-        return str(cols["scene_id"][hit[0]]) if hit.size else None
+        g = self._group()
+        h = np.asarray(g[HASH][...])
+        k0, k1 = _hash64(key)
+        hit = np.flatnonzero((h[:, 1] == np.uint64(k0)) & (h[:, 2] == np.uint64(k1)))
+        return str(g["scene_id"].get_coordinate_selection((hit[:1],))[0]) if hit.size else None
 
     def query(self, flt: Query | None = None) -> list[SceneRecord]:
-        """Records matching ``flt``: numeric filters on whole columns first, text filters on the
-        candidates, and the JSON records of the matches last."""
+        """Records matching ``flt``: numeric filters on the ``geo`` array first, text filters on
+        the candidates, and the JSON records of the matches last."""
         flt = flt or Query()
         g = self._group()
         n = int(g["scene_id"].shape[0])
         rows = np.arange(n)
-        if flt.numeric_columns():
-            rows = rows[flt.mask(self.columns(flt.numeric_columns(), g))]
+        if flt.numeric:
+            rows = rows[flt.mask(np.asarray(g[GEO][...]))]
         if flt.platform is not None and rows.size:
             plat = np.asarray(g["platform"][...])[rows]
             rows = rows[plat == flt.platform]
@@ -277,6 +315,54 @@ class Catalog:
         return self._records(g, rows)
 
     # -- writing ----------------------------------------------------------------------------------
+    def _decide(self, g: Any, rows: list[CatalogRow],
+                vals: list[dict[str, Any]]) -> tuple[list[InsertResult], list[int]]:
+        """Which rows are new: a source already listed is ``exists``, an id ``taken``."""
+        h = np.asarray(g[HASH][...])
+        batch = np.array([v[HASH] for v in vals], dtype=np.uint64).reshape(-1, 3)
+        if len(rows) <= 16:  # one scan per row: cheaper than sorting the whole column
+            maybe_key = np.array([bool((h[:, 1] == k).any()) for k in batch[:, 1]], dtype=bool)
+            maybe_id = np.array([bool((h[:, 0] == k).any()) for k in batch[:, 0]], dtype=bool)
+        else:  # bulk: vectorised first pass; exact check below
+            maybe_key = np.isin(batch[:, 1], h[:, 1])
+            maybe_id = np.isin(batch[:, 0], h[:, 0])
+        results: list[InsertResult] = []
+        new: list[int] = []
+        seen_ids: set[str] = set()
+        seen_keys: dict[tuple[int, int], str] = {}
+        for i, row in enumerate(rows):
+            sid = row.record.scene_id
+            _, k0, k1 = (int(x) for x in batch[i])
+            key_rows = (np.flatnonzero((h[:, 1] == batch[i, 1]) & (h[:, 2] == batch[i, 2]))
+                        if maybe_key[i] else np.empty(0, dtype=np.int64))
+            if key_rows.size or (k0, k1) in seen_keys:
+                other = (str(g["scene_id"].get_coordinate_selection((key_rows[:1],))[0])
+                         if key_rows.size else seen_keys[(k0, k1)])
+                results.append(InsertResult(scene_id=sid, status="exists", existing=other))
+            elif sid in seen_ids or (maybe_id[i] and self._rows_of_id(g, sid).size):
+                results.append(InsertResult(scene_id=sid, status="taken", existing=sid))
+            else:
+                results.append(InsertResult(scene_id=sid, status="added"))
+                seen_ids.add(sid)
+                seen_keys[(k0, k1)] = sid
+                new.append(i)
+        return results, new
+
+    def _append(self, g: Any, new: list[dict[str, Any]]) -> None:
+        """Grow every array by ``len(new)`` rows and write them (the arrays in parallel)."""
+        n0 = int(g["scene_id"].shape[0])
+        n1 = n0 + len(new)
+
+        def write(name: str) -> None:
+            dtype, _, width = ARRAYS[name]
+            arr = g[name]
+            arr.resize((n1, width) if width else (n1,))
+            values = [v[name] for v in new]
+            np_dtype = {"float64": np.float64, "uint64": np.uint64, "str": object}[dtype]
+            arr[n0:n1] = np.asarray(values, dtype=np_dtype)
+
+        list(_writer_pool().map(write, ARRAYS))
+
     def insert(self, rows: list[CatalogRow], *, message: str = "add scenes") -> list[InsertResult]:
         """Append rows whose id and source are new, in one commit; retried on conflicts.
 
@@ -290,35 +376,15 @@ class Catalog:
         import zarr
 
         repo = self._repository()
+        vals = [row.values() for row in rows]
         for attempt in range(MAX_COMMIT_ATTEMPTS):
             with self._guard():
                 session = repo.writable_session("main")
                 g = zarr.open_group(store=session.store, mode="r+", zarr_format=3)
-                cols = self.columns(["scene_id", "source_key"], g)
-                ids = {str(v) for v in cols["scene_id"]}
-                keys = {str(k): str(i) for k, i in zip(cols["source_key"], cols["scene_id"])}
-                results, new = [], []
-                for row in rows:
-                    vals = row.values()
-                    if vals["source_key"] in keys:
-                        results.append(InsertResult(scene_id=row.record.scene_id, status="exists",
-                                                    existing=keys[vals["source_key"]]))
-                    elif vals["scene_id"] in ids:
-                        results.append(InsertResult(scene_id=row.record.scene_id, status="taken",
-                                                    existing=vals["scene_id"]))
-                    else:
-                        results.append(InsertResult(scene_id=row.record.scene_id, status="added"))
-                        ids.add(vals["scene_id"])
-                        keys[vals["source_key"]] = vals["scene_id"]
-                        new.append(vals)
+                results, new = self._decide(g, rows, vals)
                 if not new:
                     return results
-                n0 = len(cols["scene_id"])
-                for name, (dtype, _) in COLUMNS.items():
-                    arr = g[name]
-                    arr.resize((n0 + len(new),))
-                    values = [v[name] for v in new]
-                    arr[n0:] = np.asarray(values, dtype=np.float64 if dtype == "float64" else object)
+                self._append(g, [vals[i] for i in new])
                 try:
                     session.commit(message)
                     return results

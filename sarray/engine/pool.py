@@ -49,6 +49,19 @@ class ReplicaActor:
         """Translate a batch; returns only the ``output`` array (less to send back)."""
         return self.replica(batch)["output"]
 
+    def predict(self, archive_url: str, scene_id: str, snapshot: str, tiles: list[Any],
+                meta: dict[str, Any], scale: int) -> tuple[Any, ...]:
+        """Read the tiles' windows from the archive, translate them, return
+        ``(ack, prediction per tile)``: the driver fetches only the tiny ack, and the
+        predictions stay in the object store for the assembly tasks."""
+        from sarray.engine.work import crop_prediction, read_tiles
+
+        batch = {"tiles": read_tiles(archive_url, scene_id, snapshot, tiles),
+                 "scene_id": [scene_id] * len(tiles),
+                 "tile_index": [list(t.key) for t in tiles], "meta": meta}
+        out = self.replica(batch)["output"]
+        return (self.pid, *(crop_prediction(t, o, scale) for t, o in zip(tiles, out)))
+
 
 @dataclass(frozen=True)
 class PoolPlan:
@@ -85,10 +98,19 @@ def plan_pool(replicas: int, device: str) -> PoolPlan:
             f"`replicas` ({replicas}) exceeds the cluster's {cpus} CPU slot(s) and it has no GPU: "
             "lower --replicas"
         )
-    # The driver reads, blends and writes while the replicas compute: leave it one core when
-    # there are more cores than replicas.
+    # Blending and writing run as tasks beside the replicas: leave them one core when there
+    # are more cores than replicas.
     per = max(1, (cpus - 1) // replicas) if cpus > replicas else 1
-    return PoolPlan(replicas, 0.0, float(min(per, cpus)), per, "cpu")
+    # With as many replicas as cores, the actors take a little less than a core each, so that
+    # the assembly tasks (ASSEMBLE_NUM_CPUS) can still be scheduled.
+    slots = min(float(per), (cpus - 2 * ASSEMBLE_NUM_CPUS) / replicas)
+    return PoolPlan(replicas, 0.0, slots, per, "cpu")
+
+
+# Ray restarts a dead replica and re-runs the calls it held (its own fault tolerance): a dying
+# GPU worker costs one model load, and the other replicas keep working meanwhile.
+ACTOR_MAX_RESTARTS = 4
+ACTOR_MAX_TASK_RETRIES = 2
 
 
 def start_actor(plan: PoolPlan, replica_class: str, replica_config: dict[str, Any]) -> Any:
@@ -96,6 +118,57 @@ def start_actor(plan: PoolPlan, replica_class: str, replica_config: dict[str, An
     import ray
 
     cls = ray.remote(ReplicaActor)
-    return cls.options(num_gpus=plan.num_gpus, num_cpus=plan.num_cpus, max_restarts=0).remote(
+    return cls.options(num_gpus=plan.num_gpus, num_cpus=plan.num_cpus,
+                       max_restarts=ACTOR_MAX_RESTARTS,
+                       max_task_retries=ACTOR_MAX_TASK_RETRIES).remote(
         replica_class, {**replica_config, "device": plan.device}, plan.torch_threads
     )
+
+
+class ActorPool:
+    """The replica actors, their slots and backpressure (as Ray Data's actor-pool operator).
+
+    Each actor takes at most ``slots`` calls at a time: one running and the next queued, so a
+    replica never waits for its input, and no more tiles are in flight than the pool can use.
+    """
+
+    def __init__(self, actors: list[Any], slots: int) -> None:
+        self.actors = actors
+        self.slots = slots
+        self.load = [0] * len(actors)
+
+    def has_slot(self) -> bool:
+        return min(self.load) < self.slots
+
+    def pick(self) -> int:
+        """The least loaded actor's index (call only when :meth:`has_slot`)."""
+        return min(range(len(self.actors)), key=self.load.__getitem__)
+
+    def submit(self, index: int, *args: Any, returns: int) -> list[Any]:
+        self.load[index] += 1
+        refs = self.actors[index].predict.options(num_returns=returns).remote(*args)
+        return list(refs) if returns > 1 else [refs]
+
+    def release(self, index: int) -> None:
+        self.load[index] -= 1
+
+    def shutdown(self) -> None:
+        import ray
+
+        for a in self.actors:
+            ray.kill(a)
+
+
+# Assembly tasks are light (blend + one chunk write): one CPU slot each, retried by Ray if the
+# worker dies (the write goes into a fork, so a retry rewrites the same chunk in a new fork).
+ASSEMBLE_NUM_CPUS = 0.25
+ASSEMBLE_MAX_RETRIES = 3
+
+
+def assemble_remote() -> Any:
+    """``sarray.engine.work.assemble_chunk`` as a Ray task."""
+    import ray
+
+    from sarray.engine.work import assemble_chunk
+
+    return ray.remote(num_cpus=ASSEMBLE_NUM_CPUS, max_retries=ASSEMBLE_MAX_RETRIES)(assemble_chunk)

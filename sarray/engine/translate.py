@@ -1,27 +1,27 @@
-"""The translate engine: archive tiles -> Ray pool of replicas -> blended chunks -> output scene.
+"""The translate engine: the driver only schedules; the cluster reads, translates, blends, writes.
 
-Design (see also :mod:`sarray.tiles.grid` and :mod:`sarray.stitch.blend`):
+Parts (STYLE section 9):
 
-- Work unit = one output chunk. Its tile is the chunk's input footprint plus a halo, read
-  lazily through xarray/dask from the archive's Zarr chunks, in row-major order.
-- A reader thread pool prefetches windows; at most ``PREFETCH_BATCHES_PER_REPLICA`` batches are
-  in flight per actor (backpressure: memory does not grow with the scene), and every actor
-  always has its next batch queued, so replicas never wait on I/O.
-- Predictions of neighbouring tiles overlap by ``2 * halo * scale`` output pixels across each
-  chunk border. A chunk is blended (speckle-preserving, see stitch.blend) and written as soon as
-  the tiles of its 3 x 3 neighbourhood are back; a prediction is dropped once every chunk it
-  touches is written. The buffer therefore holds about two rows of tiles.
-- Each output chunk is written exactly once, whole, then flagged done (resume unit). Tiles are
-  seeded by (scene, tile key, seed), so a rerun recomputes identical predictions and a resumed
-  output equals an uninterrupted one exactly.
-- A dead actor is replaced and its tiles retried; a tile that fails ``MAX_TILE_ATTEMPTS`` times
-  stops the job with an error naming it.
+- the plan (:mod:`sarray.engine.plan`): every output chunk of every scene of the job, keyed
+  ``(scene, row, col)``, the tiles they need, what is already done (resume), and the pure
+  bookkeeping of which chunks are ready and which predictions can be dropped;
+- the pool (:class:`sarray.engine.pool.ActorPool`): replica actors with two slots each
+  (backpressure), restarted by Ray when they die;
+- the work (:mod:`sarray.engine.work`): a replica reads its own tile windows from the archive
+  and returns predictions as Ray objects; an assembly task blends a chunk from its neighbours'
+  predictions (object refs, resolved on the worker), applies the consistency step, computes
+  statistics and writes the chunk into a fork of the output's session;
+- the output scene (:class:`sarray.stitch.writer.OutputScene`): the driver merges the forks
+  and commits periodically, so resume stays per chunk and cheap.
+
+The driver holds object refs and small acknowledgements, never pixels: its cost is a few Ray
+calls per tile. Each output chunk is written exactly once, whole; tiles are seeded by
+(scene, tile key, seed), so a resumed output equals an uninterrupted one exactly.
 """
 
 from __future__ import annotations
 
 import collections
-import concurrent.futures as cf
 import hashlib
 import json
 import os
@@ -36,13 +36,12 @@ import numpy as np
 from sarray import __version__
 from sarray.archive.layout import (
     SceneRecord,
-    VAR_BACKSCATTER,
     validate_scene_id,
 )
 from sarray.archive.store import Archive
 from sarray.config import MAX_TILE_ATTEMPTS, PREFETCH_BATCHES_PER_REPLICA
-from sarray.errors import ArchiveError, ConfigError, ReplicaError
-from sarray.tiles.grid import SCALES, Tile, TileSpec, chunk_grid, make_tile, neighbours, tile_ramps
+from sarray.errors import ArchiveError, ConfigError, ReplicaError, SarrayError
+from sarray.tiles.grid import SCALES, Tile, TileSpec
 
 CONSISTENCY = ("multilook", "off")
 ON_UNFINISHED = ("resume", "restart")
@@ -163,6 +162,7 @@ class TranslateSummary:
     retries: int = 0
     cog: str | None = None
     quicklook: str | None = None
+    writes: list[dict[str, Any]] = field(default_factory=list)  # one note per chunk written
 
     @property
     def mpx_per_s(self) -> float:
@@ -174,13 +174,6 @@ class TranslateSummary:
             f"{self.chunks_total} chunks, {self.mpx_per_s:.2f} Mpx/s, {self.replicas} replica(s), "
             f"wall {self.wall_s:.1f} s, retries {self.retries}"
         )
-
-
-@dataclass
-class _Work:
-    tiles: list[Tile]
-    attempts: int = 0
-    errors: list[str] = field(default_factory=list)
 
 
 def _check_scenes(arch: Archive, scene_ids: list[str], config: TranslateConfig,
@@ -249,17 +242,11 @@ def translate(
                  configure_logging=False)
         started_here = True
     try:
-        from sarray.engine.pool import plan_pool, start_actor
-
-        plan = plan_pool(config.replicas, config.device)
-        actors = [start_actor(plan, config.replica_class, replica_cfg) for _ in range(plan.replicas)]
-        ray.get([a.ready.remote() for a in actors])
-        summaries = []
-        for sid in scene_ids:
-            summaries.append(_translate_scene(arch, out_arch, sid, config, plan, actors,
-                                              replica_cfg, progress))
-        for a in actors:
-            ray.kill(a)
+        prepared = [_prepare_scene(arch, out_arch, sid, config, replica_cfg) for sid in scene_ids]
+        jobs = [p for p in prepared if isinstance(p, _SceneJob)]
+        if jobs:
+            _run_job(arch, out_arch, jobs, config, replica_cfg, progress)
+        summaries = [p if isinstance(p, TranslateSummary) else p.summary for p in prepared]
     finally:
         if started_here:
             ray.shutdown()
@@ -323,46 +310,68 @@ def _provenance(sid: str, arch: Archive, config: TranslateConfig, replica_cfg: d
     }
 
 
-def _translate_scene(
-    arch: Archive, out_arch: Archive, sid: str, config: TranslateConfig, plan: Any,
-    actors: list[Any], replica_cfg: dict[str, Any], progress: bool,
-) -> TranslateSummary:
-    import ray
-    from tqdm.auto import tqdm
+@dataclass
+class _SceneJob:
+    """One scene of the job as the driver tracks it."""
 
-    from sarray.archive.write import STAT_FIELDS, block_stats, combine_stats
-    from sarray.ingest.source import Georef
-    from sarray.stitch.blend import Prediction, blend_chunk, blend_chunk_upper, blend_region
-    from sarray.stitch.consistency import apply_consistency
-    from sarray.stitch.writer import (
-        discard_output,
-        finalize_output,
-        georef_of,
-        open_or_create_output,
-        refine_georef,
-    )
+    plan: Any  # ScenePlan
+    out: Any  # OutputScene
+    summary: TranslateSummary
+    rec: SceneRecord
+    snapshot: str
+    meta: dict[str, Any]
+    units: str
+    quantity: str
+    shape_out: tuple[int, int]
+    provenance: dict[str, Any]
+    spacing: list[float] | None
+    merged: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class _TileCall:
+    """A batch of tiles on a replica."""
+
+    keys: list[tuple[str, int, int]]
+    actor: int
+    preds: list[Any]
+    attempts: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+# Assembly tasks in flight per replica: enough to keep the blend/write workers busy while the
+# replicas compute, few enough that predictions waiting in the object store stay bounded.
+ASSEMBLIES_PER_REPLICA = 4
+
+
+def _prepare_scene(arch: Archive, out_arch: Archive, sid: str, config: TranslateConfig,
+                   replica_cfg: dict[str, Any]) -> _SceneJob | TranslateSummary:
+    """1. The output scene (created, or reopened to resume) and the plan of what is left."""
+    from sarray.archive.write import STAT_FIELDS
+    from sarray.engine.plan import ScenePlan
+    from sarray.stitch.writer import discard_output, georef_of, open_or_create_output, refine_georef
+    from sarray.tiles.grid import chunk_grid
 
     spec = config.tile_spec()
     s = spec.scale
     out_id = config.out_scene_for(sid)
     rec = arch.record(sid)
-    src_ds = arch.open_scene(sid)
-    attrs = dict(src_ds.attrs)
-    units, quantity = attrs["units"], attrs.get("quantity", "unknown")
     n_p, h_in, w_in = rec.shape
-    shape_out = (h_in * s, w_in * s)
     grid = chunk_grid((h_in, w_in), spec)
     summary = TranslateSummary(source_scene=sid, out_scene=out_id, status="complete",
-                               chunks_total=grid[0] * grid[1], replicas=len(actors))
+                               chunks_total=grid[0] * grid[1], replicas=config.replicas)
     if out_arch.has_scene(out_id):
         summary.status = "exists"
         return summary
     if config.on_unfinished == "restart":
         discard_output(out_arch, out_id)
-
-    # 1. The output scene (created, or reopened to resume).
-    provenance = _provenance(sid, arch, config, replica_cfg, src_ds.encoding["snapshot"])
-    georef: Georef = refine_georef(georef_of(src_ds), s)
+    src_ds = arch.open_scene(sid)
+    attrs = dict(src_ds.attrs)
+    units, quantity = attrs["units"], attrs.get("quantity", "unknown")
+    snapshot = src_ds.encoding["snapshot"]
+    provenance = _provenance(sid, arch, config, replica_cfg, snapshot)
+    georef = refine_georef(georef_of(src_ds), s)
     spacing = [v / s for v in rec.pixel_spacing_m] if rec.pixel_spacing_m else None
     out_attrs = {
         "scene_id": out_id, "sensor": rec.sensor, "platform": "synthetic",
@@ -372,182 +381,153 @@ def _translate_scene(
         "calibration": attrs.get("calibration", "none"), "sarray_version": __version__,
     }
     out = open_or_create_output(
-        out_arch, out_id, shape=(n_p, *shape_out), pols=rec.polarisations, georef=georef,
+        out_arch, out_id, shape=(n_p, h_in * s, w_in * s), pols=rec.polarisations, georef=georef,
         chunk_px=spec.chunk_px, grid=grid, attrs=out_attrs, provenance=provenance,
         n_stats=len(STAT_FIELDS))
+    plan = ScenePlan.build(scene_id=sid, out_id=out_id, shape_in=(h_in, w_in), spec=spec,
+                           done=out.done_mask(), max_chunks=config.max_chunks)
+    return _SceneJob(plan=plan, out=out, summary=summary, rec=rec, snapshot=snapshot,
+                     meta=replica_meta(attrs), units=units, quantity=quantity,
+                     shape_out=(h_in * s, w_in * s), provenance=provenance, spacing=spacing)
 
-    # 2. What is left: chunks not done, and the tiles they need (neighbours included).
-    done = out.done_mask()
-    todo = [(i, j) for i in range(grid[0]) for j in range(grid[1]) if not done[i, j]]
-    if config.max_chunks is not None:
-        todo = todo[: config.max_chunks]
-    todo_set = set(todo)
-    needed = sorted({n for c in todo for n in neighbours(c, grid)})
-    tiles = {k: make_tile(k, (h_in, w_in), spec) for k in needed}
-    backscatter = src_ds[VAR_BACKSCATTER]
-    meta = replica_meta(attrs)
 
-    def read(tile: Tile) -> tuple[Tile, np.ndarray, np.ndarray]:
-        return (tile, *read_tile(backscatter, tile))
+def _run_job(arch: Archive, out_arch: Archive, jobs: list[_SceneJob], config: TranslateConfig,
+             replica_cfg: dict[str, Any], progress: bool) -> None:
+    """2-4. Stream every scene's tiles through one pool; assemble and write on the workers."""
+    import ray
+    from tqdm.auto import tqdm
 
-    # 3. Stream: prefetch reads, keep every actor fed, blend and write chunks as they complete.
-    per_actor = PREFETCH_BATCHES_PER_REPLICA
-    queue = collections.deque(_Work(tiles=[tiles[k] for k in needed[i : i + config.batch_size]])
-                              for i in range(0, len(needed), config.batch_size))
-    reader = cf.ThreadPoolExecutor(max_workers=2)
-    prefetched: collections.deque[tuple[_Work, list[cf.Future]]] = collections.deque()
-    in_flight: dict[Any, tuple[_Work, Any, list[np.ndarray]]] = {}
-    load = {id(a): 0 for a in actors}
-    buffer: dict[tuple[int, int], tuple[Prediction, np.ndarray]] = {}
-    bar = tqdm(total=len(todo), desc=f"translate {sid} x{s}", unit="chunk", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True)
-    t0 = time.perf_counter()
-    tiles_done = 0
+    from sarray.engine.plan import Assembler, tile_order
+    from sarray.engine.pool import ActorPool, assemble_remote, plan_pool, start_actor
+    from sarray.engine.work import ChunkJob
 
-    def prefetch() -> None:
-        while queue and len(prefetched) < per_actor * len(actors) + 1:
-            work = queue.popleft()
-            prefetched.append((work, [reader.submit(read, t) for t in work.tiles]))
+    spec = config.tile_spec()
+    by_scene = {j.plan.scene_id: j for j in jobs}
+    assembler = Assembler([j.plan for j in jobs])
+    # 2. The pool: started (models loaded) before the first tile.
+    plan = plan_pool(config.replicas, config.device)
+    pool = ActorPool([start_actor(plan, config.replica_class, replica_cfg)
+                      for _ in range(plan.replicas)], slots=PREFETCH_BATCHES_PER_REPLICA)
+    ray.get([a.ready.remote() for a in pool.actors])
+    assemble = assemble_remote()
+    queue = collections.deque(_batches(tile_order([j.plan for j in jobs]), config.batch_size))
+    tile_calls: dict[Any, _TileCall] = {}
+    chunk_calls: dict[Any, _SceneJob] = {}
+    max_assembling = ASSEMBLIES_PER_REPLICA * len(pool.actors)
+    bar = tqdm(total=sum(len(j.plan.todo) for j in jobs), desc=f"translate x{spec.scale}",
+               unit="chunk", file=sys.stderr, disable=not progress, dynamic_ncols=True)
 
-    def submit() -> None:
-        while prefetched:
-            actor = min(actors, key=lambda a: load[id(a)])
-            if load[id(actor)] >= per_actor:
-                return
-            work, futs = prefetched.popleft()
-            got = [f.result() for f in futs]
-            batch = {
-                "tiles": np.stack([g[1] for g in got]),
-                "scene_id": [sid] * len(got),
-                "tile_index": [list(g[0].key) for g in got],
-                "meta": meta,
-            }
-            ref = actor.run.remote(batch)
-            in_flight[ref] = (work, actor, [g[2] for g in got])
-            load[id(actor)] += 1
-            prefetch()
+    def submit(keys: list[tuple[str, int, int]], attempts: int = 0, errors: list[str] | None = None) -> None:
+        job = by_scene[keys[0][0]]
+        tiles = [job.plan.tiles[k[1:]] for k in keys]
+        i = pool.pick()
+        refs = pool.submit(i, arch.url, job.plan.scene_id, job.snapshot, tiles, job.meta,
+                           spec.scale, returns=1 + len(tiles))
+        tile_calls[refs[0]] = _TileCall(keys=keys, actor=i, preds=refs[1:], attempts=attempts,
+                                        errors=errors or [])
 
-    band = spec.band_px
-    # Rows [y0, y1 - band) of chunks whose own and upper neighbours are back: blended early, so
-    # that while a chunk waits for the row below only its final values and the bottom band of
-    # the predictions are kept (about half the memory of whole predictions).
-    partial: dict[tuple[int, int], np.ndarray] = {}
-
-    def pending(m: tuple[int, int]) -> tuple[int, int, int, int]:
-        """The part of chunk ``m`` that still has to be blended."""
-        y0, y1, x0, x1 = tiles[m].chunk
-        return (y1 - band, y1, x0, x1) if m in partial else tiles[m].chunk
-
-    def trim(n: tuple[int, int]) -> None:
-        """Keep only the part of tile ``n``'s prediction that waiting chunks still need."""
-        if n not in buffer:
+    def tiles_back(ack: Any, call: _TileCall) -> None:
+        pool.release(call.actor)
+        try:
+            ray.get(ack)
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, SarrayError):  # bad input (a damaged chunk...): no retry
+                raise cause from None
+            call.errors.append(str(cause or e).strip().splitlines()[-1][:300])
+            by_scene[call.keys[0][0]].summary.retries += 1
+            if call.attempts + 1 >= MAX_TILE_ATTEMPTS:
+                keys = ", ".join(str(k[1:]) for k in call.keys)
+                raise ReplicaError(
+                    f"scene {call.keys[0][0]!r}, tile(s) {keys}: failed {call.attempts + 1} times; "
+                    f"last error: {call.errors[-1]}") from None
+            queue.appendleft(call.keys)
+            retry[tuple(call.keys)] = (call.attempts + 1, call.errors)
             return
-        waiting = [pending(m) for m in neighbours(n, grid) if m in todo_set]
-        if not waiting:
-            del buffer[n]
-            return
-        box = (min(r[0] for r in waiting), max(r[1] for r in waiting),
-               min(r[2] for r in waiting), max(r[3] for r in waiting))
-        pred, src = buffer[n]
-        buffer[n] = (pred.crop(box) or pred, src)
+        for key, pred in zip(call.keys, call.preds):
+            job = by_scene[key[0]]
+            job.summary.tiles += 1
+            for (sid, i, j), preds in assembler.add(key, pred):
+                tiles = tuple(job.plan.tiles[n] for n in job.plan.neighbours((i, j)))
+                cj = ChunkJob(archive_url=arch.url, scene_id=sid, snapshot=job.snapshot,
+                              out_id=job.plan.out_id, key=(i, j), chunk=job.plan.tiles[(i, j)].chunk,
+                              tiles=tiles, shape_out=job.shape_out, spec=spec,
+                              consistency=config.consistency, units=job.units, quantity=job.quantity)
+                chunk_calls[assemble.remote(cj, job.out.fork(), *preds)] = job
 
-    def finish(c: tuple[int, int], values: np.ndarray) -> None:
-        tile = tiles[c]
-        if config.consistency == "multilook":
-            y0, y1, x0, x1 = tile.chunk
-            r0, c0 = tile.src[0], tile.src[2]
-            src = buffer[c][1][:, y0 // s - r0 : y1 // s - r0, x0 // s - c0 : x1 // s - c0]
-            values = apply_consistency(values, src, scale=s, units=units, quantity=quantity)
-        out.write_chunk(c, tile.chunk, values, block_stats(values, units, quantity)[:, 0, 0])
-        todo_set.discard(c)
-        summary.output_px += values.shape[1] * values.shape[2]
-        summary.chunks_written += 1
+    def chunk_back(ref: Any, job: _SceneJob) -> None:
+        try:
+            fork, note = ray.get(ref)
+        except ray.exceptions.RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            raise (cause if isinstance(cause, SarrayError) else ReplicaError(
+                f"scene {job.plan.scene_id!r}: a chunk could not be assembled: "
+                f"{str(cause or e).strip().splitlines()[-1][:300]}")) from None
+        job.out.merge(fork)
+        job.merged += 1
+        job.summary.chunks_written += 1
+        job.summary.output_px += note["shape"][1] * note["shape"][2]
+        job.summary.writes.append(note)
         bar.update(1)
+        if job.merged == len(job.plan.todo):
+            _finish_scene(job)
 
-    def write_ready(key: tuple[int, int]) -> None:
-        for c in neighbours(key, grid):
-            if c not in todo_set:
-                continue
-            ns = neighbours(c, grid)
-            chunk = tiles[c].chunk
-            if all(n in buffer for n in ns):
-                preds = [buffer[n][0] for n in ns]
-                if c in partial:
-                    bottom = blend_region((chunk[1] - band, chunk[1], chunk[2], chunk[3]), preds)
-                    values = np.concatenate([partial.pop(c), bottom], axis=1)
-                else:
-                    values = blend_chunk(chunk, preds, band_px=band)
-                finish(c, values)
-            elif (c not in partial and band > 0 and c[0] + 1 < grid[0]
-                  and 2 * band < min(chunk[1] - chunk[0], chunk[3] - chunk[2])
-                  and all(n in buffer for n in ns if n[0] <= c[0])):
-                partial[c] = blend_chunk_upper(chunk, [buffer[n][0] for n in ns if n[0] <= c[0]], band)
-            else:
-                continue
-            for n in ns:
-                trim(n)
-
+    # 3. Stream: keep every replica's slots full, assemble chunks as their neighbours return.
+    retry: dict[tuple[Any, ...], tuple[int, list[str]]] = {}
     try:
-        prefetch()
-        submit()
-        while in_flight:
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
+        for j in jobs:
+            if not j.plan.todo:
+                _finish_scene(j)
+        while queue or tile_calls or chunk_calls:
+            while queue and pool.has_slot() and len(chunk_calls) < max_assembling:
+                keys = queue.popleft()
+                submit(keys, *retry.pop(tuple(keys), (0, [])))
+            ready, _ = ray.wait([*tile_calls, *chunk_calls], num_returns=1, fetch_local=False)
             ref = ready[0]
-            work, actor, sources = in_flight.pop(ref)
-            if id(actor) in load:  # not if the actor died and was replaced already
-                load[id(actor)] -= 1
-            try:
-                outputs = ray.get(ref)
-            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
-                # 4. Faults: replace a dead actor, retry its tiles, give up after N attempts.
-                work.attempts += 1
-                work.errors.append(str(e).strip().splitlines()[-1][:300])
-                summary.retries += 1
-                if isinstance(e, ray.exceptions.RayActorError) and actor in actors:
-                    from sarray.engine.pool import start_actor
-
-                    replacement = start_actor(plan, config.replica_class, replica_cfg)
-                    ray.get(replacement.ready.remote())
-                    actors[actors.index(actor)] = replacement
-                    load.pop(id(actor), None)
-                    load[id(replacement)] = 0
-                if work.attempts >= MAX_TILE_ATTEMPTS:
-                    keys = ", ".join(str(t.key) for t in work.tiles)
-                    raise ReplicaError(
-                        f"scene {sid!r}, tile(s) {keys}: failed {work.attempts} times; last error: "
-                        f"{work.errors[-1]}"
-                    ) from None
-                prefetched.appendleft((work, [reader.submit(read, t) for t in work.tiles]))
-                submit()
-                continue
-            for tile, pred, src in zip(work.tiles, outputs, sources):
-                hs, ws = (tile.src[1] - tile.src[0]) * s, (tile.src[3] - tile.src[2]) * s
-                values = np.asarray(pred[:, :hs, :ws], dtype=np.float32)
-                wy, wx = tile_ramps(tile, shape_out, spec)
-                buffer[tile.key] = (Prediction(tile.out, values, wy, wx), src)
-                tiles_done += 1
-                write_ready(tile.key)
-            bar.set_postfix(tiles_per_s=f"{tiles_done / (time.perf_counter() - t0):.2f}")
-            submit()
+            if ref in tile_calls:
+                tiles_back(ref, tile_calls.pop(ref))
+            else:
+                chunk_back(ref, chunk_calls.pop(ref))
     finally:
         bar.close()
-        reader.shutdown(wait=True, cancel_futures=True)
-        out.flush()  # every chunk written so far is whole: commit it, a rerun resumes after it
-    summary.tiles = tiles_done
-    summary.compute_s = time.perf_counter() - t0
+        pool.shutdown()
+        for j in jobs:
+            j.out.flush()  # every chunk merged so far is whole: commit it, a rerun resumes after it
 
-    # 5. Finalise when every chunk is done: statistics, record, catalog.
-    if not out.done_mask().all():
-        summary.status = "partial"
-        return summary
-    stats = combine_stats(out.stats(), rec.polarisations, shape_out[0] * shape_out[1])
-    digest = hashlib.sha256(json.dumps(provenance, sort_keys=True).encode()).hexdigest()
+
+def _batches(keys: Any, size: int) -> Any:
+    """Consecutive keys of one scene, ``size`` at a time."""
+    batch: list[tuple[str, int, int]] = []
+    for k in keys:
+        if batch and (len(batch) == size or batch[0][0] != k[0]):
+            yield batch
+            batch = []
+        batch.append(k)
+    if batch:
+        yield batch
+
+
+def _finish_scene(job: _SceneJob) -> None:
+    """4. When every chunk is done: statistics, record, catalog (else the run is partial)."""
+    from sarray.archive.write import combine_stats
+
+    job.summary.compute_s = time.perf_counter() - job.t0
+    job.out.flush()
+    if not job.out.done_mask().all():
+        job.summary.status = "partial"
+        return
+    rec, out_id = job.rec, job.plan.out_id
+    stats = combine_stats(job.out.stats(), rec.polarisations, job.shape_out[0] * job.shape_out[1])
+    digest = hashlib.sha256(json.dumps(job.provenance, sort_keys=True).encode()).hexdigest()
     record = SceneRecord(
         scene_id=out_id, sensor=rec.sensor, platform="synthetic",
         acquisition_time=rec.acquisition_time, bbox_lonlat=rec.bbox_lonlat,
-        shape=(n_p, *shape_out), pixel_spacing_m=tuple(spacing) if spacing else None,
-        polarisations=rec.polarisations, units=units, source_sha256=digest,
-        extra={"provenance": provenance, "selection": {"output_of": sid, "out_scene": out_id}},
+        shape=(rec.shape[0], *job.shape_out),
+        pixel_spacing_m=tuple(job.spacing) if job.spacing else None,  # type: ignore[arg-type]
+        polarisations=rec.polarisations, units=job.units, source_sha256=digest,
+        extra={"provenance": job.provenance,
+               "selection": {"output_of": job.plan.scene_id, "out_scene": out_id}},
     )
-    finalize_output(out, record, stats)
-    return summary
+    from sarray.stitch.writer import finalize_output
+
+    finalize_output(job.out, record, stats)

@@ -63,53 +63,73 @@ def georef_of(ds: Any) -> Georef:
 class OutputScene:
     """Handle on an output scene being written into its own (uncatalogued) scene repository.
 
-    Chunks, their statistics and their done flags are written into one writable session and
-    committed together every ``COMMIT_EVERY_CHUNKS`` chunks or ``COMMIT_INTERVAL_S`` seconds: a
-    flag is never committed without its chunk, and a killed job loses at most the chunks since
-    the last commit, which a rerun recomputes identically.
+    Workers write chunks into forks of a clean writable session (:meth:`fork`), each chunk with
+    its statistics and done flag; the driver merges the returned forks (:meth:`merge`) and
+    commits them together every ``COMMIT_EVERY_CHUNKS`` chunks or ``COMMIT_INTERVAL_S``
+    seconds. A flag is never committed without its chunk, and a killed job loses at most the
+    chunks since the last commit, which a rerun recomputes identically. Output arrays are not
+    sharded: one chunk is one object, so forks never write into the same object.
     """
 
     archive: Archive
     scene_id: str
     writer: SceneWriter
-    _group: Any = None
+    _source: Any = None  # clean session the forks come from (at the last commit)
     _pending: int = 0
     _last_commit: float = field(default_factory=time.monotonic)
 
-    @property
-    def group(self) -> Any:
+    def _clean(self) -> Any:
+        if self._source is None:
+            self._source = self.writer.repo.writable_session("main")
+        return self._source
+
+    def _group(self, session: Any) -> Any:
         import zarr
 
-        if self._group is None:
-            self._group = zarr.open_group(store=self.writer.store, mode="r+", zarr_format=3)
-        return self._group
+        return zarr.open_group(store=session.store, mode="r+", zarr_format=3)
 
     def done_mask(self) -> np.ndarray:
-        return np.asarray(self.group[DONE_VAR][...], dtype=bool)
+        """Chunks done in the last commit."""
+        return np.asarray(self._group(self._clean())[DONE_VAR][...], dtype=bool)
 
     def stats(self) -> np.ndarray:
-        return np.asarray(self.group[STATS_VAR][...])
+        return np.asarray(self._group(self._clean())[STATS_VAR][...])
 
-    def write_chunk(self, key: tuple[int, int], region: tuple[int, int, int, int],
-                    values: np.ndarray, stats: np.ndarray) -> None:
-        """Write one whole output chunk, its statistics and its done flag (same commit)."""
-        y0, y1, x0, x1 = region
-        g = self.group
-        g[VAR_BACKSCATTER][:, y0:y1, x0:x1] = values
-        g[STATS_VAR][:, key[0], key[1], :] = stats
-        g[DONE_VAR][key[0], key[1]] = 1
+    def fork(self) -> Any:
+        """A fork for one worker's writes (pickles to about half a kilobyte)."""
+        return self._clean().fork()
+
+    def merge(self, fork: Any) -> None:
+        """Take a worker's fork into the next commit; commit when one is due."""
+        self.writer.session.merge(fork)
         self._pending += 1
         if (self._pending >= COMMIT_EVERY_CHUNKS
                 or time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S):
             self.flush()
 
     def flush(self) -> None:
-        """Commit the chunks written since the last commit (resume starts from here)."""
+        """Commit the chunks merged since the last commit (resume starts from here)."""
         if self.writer.session.has_uncommitted_changes:
             self.writer.commit(f"translate {self.scene_id}: {self._pending} chunk(s)")
-            self._group = None
+            self._source = None
         self._pending = 0
         self._last_commit = time.monotonic()
+
+    def attrs(self) -> Any:
+        """The output group's attributes in the session of the next commit."""
+        return self._group(self.writer.session).attrs
+
+
+def write_chunk_into(fork: Any, key: tuple[int, int], region: tuple[int, int, int, int],
+                     values: np.ndarray, stats: np.ndarray) -> None:
+    """Write one whole output chunk, its statistics and its done flag into a fork (worker side)."""
+    import zarr
+
+    g = zarr.open_group(store=fork.store, mode="r+", zarr_format=3)
+    y0, y1, x0, x1 = region
+    g[VAR_BACKSCATTER][:, y0:y1, x0:x1] = values
+    g[STATS_VAR][:, key[0], key[1], :] = stats
+    g[DONE_VAR][key[0], key[1]] = 1
 
 
 def output_location(scene_id: str, provenance: dict[str, Any]) -> str:
@@ -181,8 +201,9 @@ def open_or_create_output(
 
 def finalize_output(out: OutputScene, record: Any, stats: dict[str, Any]) -> None:
     """Attach the record and statistics, clear the in-progress flag, commit and list the scene."""
-    out.group.attrs.update(json_safe({"statistics": stats, ATTR_RECORD: record.to_dict(),
-                                      ATTR_IN_PROGRESS: False}))
+    out.flush()
+    out.attrs().update(json_safe({"statistics": stats, ATTR_RECORD: record.to_dict(),
+                                  ATTR_IN_PROGRESS: False}))
     res = out.archive.commit_scene(out.writer, record, message=f"finish output {out.scene_id}")
     if res.status != "added":
         raise ArchiveError(f"scene {out.scene_id!r}: listed meanwhile by another writer "

@@ -200,7 +200,9 @@ def test_killed_cli_run_resumes_to_the_same_result(ray_local, tmp_path: Path) ->
             break
         time.sleep(0.05)
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert proc.returncode == -signal.SIGKILL, (
+        f"the run ended before it could be killed (status {proc.returncode}): "
+        f"{proc.stderr.read().decode()[-800:] if proc.stderr else ''}")
     assert "killed" not in Archive(a).catalog()
     assert 0 < _committed_done(a, "killed") < 48  # 6 x 8 chunks: some kept, the rest to resume
     res = subprocess.run(args + ["--out-scene", "killed"], capture_output=True, text=True)
@@ -257,21 +259,16 @@ def test_engine_equals_one_shot_blend_of_every_chunk(ray_local, arch: Path) -> N
     np.testing.assert_array_equal(got, want)
 
 
-def test_each_chunk_is_written_exactly_once_whole(ray_local, arch: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from sarray.stitch.writer import OutputScene
-
-    writes: list[tuple] = []
-    real = OutputScene.write_chunk
-
-    def spy(self, key, region, values, stats):
-        writes.append((key, region, values.shape))
-        return real(self, key, region, values, stats)
-
-    monkeypatch.setattr(OutputScene, "write_chunk", spy)
-    _run(arch, "once", replica_class=f"{REPLICAS}:SpeckleReplica")
-    keys = [w[0] for w in writes]
+def test_each_chunk_is_written_exactly_once_whole(ray_local, arch: Path) -> None:
+    """Every chunk is written once, whole and grid-aligned, by a worker process (not the driver)."""
+    cfg = TranslateConfig(model="tiny-random", out_scene="once", scale=4, chunk_px=128, halo_px=8,
+                          replica_class=f"{REPLICAS}:SpeckleReplica")
+    (s,) = translate(arch, ["smooth_vv"], cfg, progress=False)
+    writes = s.writes
+    keys = [w["key"] for w in writes]
     assert len(keys) == len(set(keys)) == 5 * 8  # 150x230 input, 32-px footprints
-    for (i, j), (y0, y1, x0, x1), shape in writes:
+    for w in writes:
+        (i, j), (y0, y1, x0, x1), shape = w["key"], w["region"], w["shape"]
         assert (y0, x0) == (i * 128, j * 128)  # aligned on the output chunk grid
         assert shape[1:] == (y1 - y0, x1 - x0) and y1 - y0 <= 128 and x1 - x0 <= 128
+        assert w["pid"] != os.getpid()  # written on a worker
