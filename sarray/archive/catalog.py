@@ -288,6 +288,19 @@ class Catalog:
         location = str(g["location"].get_coordinate_selection((hit[:1],))[0])
         return self._records(g, hit[:1])[0], location
 
+    def lookup_many(self, scene_ids: list[str]) -> dict[str, tuple[SceneRecord, str]]:
+        """:meth:`lookup` of several ids from one snapshot (unknown ids are left out)."""
+        g = self._group()
+        h = np.asarray(g[HASH][:, 0])
+        want = {np.uint64(_hash64(sid)[0]): sid for sid in scene_ids}
+        cand = np.flatnonzero(np.isin(h, np.array(list(want), dtype=np.uint64)))
+        if cand.size == 0:
+            return {}
+        ids = np.asarray(g["scene_id"].get_coordinate_selection((cand,)))
+        rows = cand[np.isin(ids, scene_ids)]
+        locs = np.asarray(g["location"].get_coordinate_selection((rows,))) if rows.size else []
+        return {r.scene_id: (r, str(loc)) for r, loc in zip(self._records(g, rows), locs)}
+
     def find_source(self, key: str) -> str | None:
         """The id of the scene ingested from the source with this :func:`source_key`, if any."""
         g = self._group()

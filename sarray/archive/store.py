@@ -246,6 +246,14 @@ class Archive:
         """The catalog record of one scene."""
         return self._lookup(scene_id)[0]
 
+    def records(self, scene_ids: list[str]) -> dict[str, SceneRecord]:
+        """The records of several scenes, read at once; raises for the first unknown id."""
+        found = self.catalog_repo().lookup_many(scene_ids) if self.exists() else {}
+        for sid in scene_ids:
+            if sid not in found:
+                self._lookup(sid)  # raises SceneNotFoundError with the known ids
+        return {sid: found[sid][0] for sid in scene_ids}
+
     def scene_location(self, scene_id: str) -> str:
         """The folder of a catalogued scene's repository under ``scenes/``."""
         return self._lookup(scene_id)[1]

@@ -1,9 +1,9 @@
 """The plan of a translate job, and the bookkeeping of its stream: pure, tested without Ray.
 
-Every unit of work is keyed ``(scene, row, col)``: a key alone says which tile a prediction is
-and which output chunk it feeds, so work of all the job's scenes shares one queue, in one order
-(scene after scene, row-major), and the first tiles of a scene start while the last ones of the
-previous scene are still on the replicas.
+Every unit of work is keyed ``(scene, row, col)`` (the scene being the output's id): a key
+alone says which tile a prediction is and which output chunk it feeds, so the work of all the
+job's scenes shares one queue, in one order (scene after scene, row-major), and the first tiles
+of a scene start while the last ones of the previous scene are still on the replicas.
 
 A chunk is assembled from the predictions of its 3 x 3 neighbourhood (the blend band reaches one
 tile into each neighbour). :class:`Assembler` says when a chunk's neighbours are all back and
@@ -13,7 +13,7 @@ reference (the object store then frees it).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,29 +59,23 @@ class ScenePlan:
         return neighbours(rc, self.grid)
 
 
-def tile_order(plans: list[ScenePlan]) -> Iterator[Key]:
-    """Every tile of the job, scene after scene, row-major: one queue for all scenes."""
-    for p in plans:
-        for rc in sorted(p.tiles):
-            yield (p.scene_id, *rc)
-
-
 class Assembler:
     """Which chunks can be assembled, and which predictions can be released.
 
     Pure bookkeeping over opaque values (Ray object refs in the engine, arrays in tests).
     """
 
-    def __init__(self, plans: list[ScenePlan]) -> None:
-        self.plans = {p.scene_id: p for p in plans}
-        self._waiting = {(p.scene_id, *c) for p in plans for c in p.todo}
+    def __init__(self, plans: list[ScenePlan],
+                 key_of: Callable[[ScenePlan], str] = lambda p: p.scene_id) -> None:
+        self.plans = {key_of(p): p for p in plans}
+        self._waiting = {(k, *c) for k, p in self.plans.items() for c in p.todo}
         # How many chunks still to assemble use each tile's prediction.
         self._users: dict[Key, int] = {}
-        for p in plans:
+        for k, p in self.plans.items():
             for c in p.todo:
                 for n in p.neighbours(c):
-                    k = (p.scene_id, *n)
-                    self._users[k] = self._users.get(k, 0) + 1
+                    u = (k, *n)
+                    self._users[u] = self._users.get(u, 0) + 1
         self.predictions: dict[Key, Any] = {}
 
     @property
@@ -113,7 +107,3 @@ class Assembler:
         if self._users[key] == 0:
             del self._users[key]
             self.predictions.pop(key, None)
-
-    def scene_done(self, scene_id: str) -> bool:
-        """Whether every chunk of ``scene_id`` has been handed out."""
-        return not any(k[0] == scene_id for k in self._waiting)

@@ -49,18 +49,13 @@ class ReplicaActor:
         """Translate a batch; returns only the ``output`` array (less to send back)."""
         return self.replica(batch)["output"]
 
-    def predict(self, archive_url: str, scene_id: str, snapshot: str, tiles: list[Any],
-                meta: dict[str, Any], scale: int) -> tuple[Any, ...]:
-        """Read the tiles' windows from the archive, translate them, return
-        ``(ack, prediction per tile)``: the driver fetches only the tiny ack, and the
-        predictions stay in the object store for the assembly tasks."""
-        from sarray.engine.work import crop_prediction, read_tiles
+    def predict(self, info_box: list[Any], keys: list[tuple[int, int]]) -> tuple[Any, ...]:
+        """Read the tiles' windows from the archive and translate them; returns ``(ack,
+        prediction per tile)``: the driver fetches only the tiny ack, and the predictions stay
+        in the object store for the assembly tasks."""
+        from sarray.engine.work import predict_tiles
 
-        batch = {"tiles": read_tiles(archive_url, scene_id, snapshot, tiles),
-                 "scene_id": [scene_id] * len(tiles),
-                 "tile_index": [list(t.key) for t in tiles], "meta": meta}
-        out = self.replica(batch)["output"]
-        return (self.pid, *(crop_prediction(t, o, scale) for t, o in zip(tiles, out)))
+        return (self.pid, *predict_tiles(self.replica, info_box, keys))
 
 
 @dataclass(frozen=True)
@@ -113,11 +108,22 @@ ACTOR_MAX_RESTARTS = 4
 ACTOR_MAX_TASK_RETRIES = 2
 
 
-def start_actor(plan: PoolPlan, replica_class: str, replica_config: dict[str, Any]) -> Any:
-    """Start one replica actor (not waited for)."""
+_REMOTE: dict[str, Any] = {}
+
+
+def _remote(obj: Any) -> Any:
+    """``ray.remote(obj)``, made once per process (Ray pickles a class at each wrapping)."""
     import ray
 
-    cls = ray.remote(ReplicaActor)
+    key = f"{obj.__module__}.{obj.__qualname__}"
+    if key not in _REMOTE:
+        _REMOTE[key] = ray.remote(obj)
+    return _REMOTE[key]
+
+
+def start_actor(plan: PoolPlan, replica_class: str, replica_config: dict[str, Any]) -> Any:
+    """Start one replica actor (not waited for)."""
+    cls = _remote(ReplicaActor)
     return cls.options(num_gpus=plan.num_gpus, num_cpus=plan.num_cpus,
                        max_restarts=ACTOR_MAX_RESTARTS,
                        max_task_retries=ACTOR_MAX_TASK_RETRIES).remote(
@@ -166,9 +172,27 @@ ASSEMBLE_MAX_RETRIES = 3
 
 
 def assemble_remote() -> Any:
-    """``sarray.engine.work.assemble_chunk`` as a Ray task."""
+    """``sarray.engine.work.assemble_chunks`` as a Ray task."""
+    from sarray.engine.work import assemble_chunks
+
+    return _remote(assemble_chunks).options(num_cpus=ASSEMBLE_NUM_CPUS,
+                                           max_retries=ASSEMBLE_MAX_RETRIES)
+
+
+def start_writer(archive_url: str, out_url: str, config: dict[str, Any],
+                 provenance_base: dict[str, Any]) -> Any:
+    """The job's :class:`~sarray.engine.output.OutputWriter` actor (metadata only: no CPU slot).
+
+    It is placed on the driver's node: merges and commits are small, and the archive's local
+    commit guard (a lock file) must be on the machine that holds a local archive.
+    """
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from sarray.engine.work import assemble_chunk
+    from sarray.engine.output import OutputWriter
 
-    return ray.remote(num_cpus=ASSEMBLE_NUM_CPUS, max_retries=ASSEMBLE_MAX_RETRIES)(assemble_chunk)
+    node = ray.get_runtime_context().get_node_id()
+    return _remote(OutputWriter).options(
+        num_cpus=0, max_restarts=0,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False),
+    ).remote(archive_url, out_url, config, provenance_base)

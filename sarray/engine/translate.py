@@ -22,8 +22,6 @@ calls per tile. Each output chunk is written exactly once, whole; tiles are seed
 from __future__ import annotations
 
 import collections
-import hashlib
-import json
 import os
 import sys
 import time
@@ -35,7 +33,6 @@ import numpy as np
 
 from sarray import __version__
 from sarray.archive.layout import (
-    SceneRecord,
     validate_scene_id,
 )
 from sarray.archive.store import Archive
@@ -183,8 +180,9 @@ def _check_scenes(arch: Archive, scene_ids: list[str], config: TranslateConfig,
         raise ConfigError("`scenes` is empty: name at least one scene (see `sarray ls`)")
     if config.out_scene is not None and len(scene_ids) > 1:
         raise ConfigError("`out_scene` names one output but several scenes were given")
+    recs = arch.records(scene_ids)  # SceneNotFoundError names the archive and the fix
     for sid in scene_ids:
-        rec = arch.record(sid)  # SceneNotFoundError names the archive and the fix
+        rec = recs[sid]
         if config.scale == 1 and rec.platform != "simulated":
             raise ConfigError(
                 f"`scale` (1) keeps the spacing: it is for simulated-to-real on platform "
@@ -242,11 +240,7 @@ def translate(
                  configure_logging=False)
         started_here = True
     try:
-        prepared = [_prepare_scene(arch, out_arch, sid, config, replica_cfg) for sid in scene_ids]
-        jobs = [p for p in prepared if isinstance(p, _SceneJob)]
-        if jobs:
-            _run_job(arch, out_arch, jobs, config, replica_cfg, progress)
-        summaries = [p if isinstance(p, TranslateSummary) else p.summary for p in prepared]
+        summaries = _run_job(arch, out_arch, scene_ids, config, replica_cfg, progress)
     finally:
         if started_here:
             ray.shutdown()
@@ -271,14 +265,7 @@ def _export(arch: Archive, out_arch: Archive, scene_ids: list[str], summaries: l
     return summaries
 
 
-# The scene attributes a replica reads (see sarray.models.replica).
-REPLICA_META_KEYS = ("units", "quantity", "polarisations", "pixel_spacing_m", "sensor",
-                     "platform", "statistics")
-
-
-def replica_meta(attrs: dict[str, Any]) -> dict[str, Any]:
-    """The part of a scene's attributes sent to the replicas with every batch."""
-    return {k: attrs[k] for k in REPLICA_META_KEYS if k in attrs}
+from sarray.engine.output import REPLICA_META_KEYS, replica_meta  # noqa: E402,F401  (re-exported)
 
 
 def read_tile(backscatter: Any, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
@@ -290,12 +277,10 @@ def read_tile(backscatter: Any, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
     return padded, window
 
 
-def _provenance(sid: str, arch: Archive, config: TranslateConfig, replica_cfg: dict[str, Any],
-                snapshot: str) -> dict[str, Any]:
+def _provenance(arch: Archive, config: TranslateConfig, replica_cfg: dict[str, Any]) -> dict[str, Any]:
+    """What every output of the job records (each adds its source scene and snapshot)."""
     return {
-        "source_scene": sid,
         "source_archive": arch.url,
-        "source_snapshot": snapshot,
         "model": config.model,
         "preset": replica_cfg.get("preset"),
         "weights": replica_cfg.get("weights"),
@@ -311,223 +296,182 @@ def _provenance(sid: str, arch: Archive, config: TranslateConfig, replica_cfg: d
 
 
 @dataclass
-class _SceneJob:
-    """One scene of the job as the driver tracks it."""
-
-    plan: Any  # ScenePlan
-    out: Any  # OutputScene
-    summary: TranslateSummary
-    rec: SceneRecord
-    snapshot: str
-    meta: dict[str, Any]
-    units: str
-    quantity: str
-    shape_out: tuple[int, int]
-    provenance: dict[str, Any]
-    spacing: list[float] | None
-    merged: int = 0
-    t0: float = field(default_factory=time.perf_counter)
-
-
-@dataclass
 class _TileCall:
     """A batch of tiles on a replica."""
 
-    keys: list[tuple[str, int, int]]
+    out_id: str
+    keys: list[tuple[int, int]]
     actor: int
     preds: list[Any]
     attempts: int = 0
-    errors: list[str] = field(default_factory=list)
 
 
-# Assembly tasks in flight per replica: enough to keep the blend/write workers busy while the
+# Chunks in assembly per replica: enough to keep the blend/write workers busy while the
 # replicas compute, few enough that predictions waiting in the object store stay bounded.
-ASSEMBLIES_PER_REPLICA = 4
+ASSEMBLIES_PER_REPLICA = 8
+# Chunks per assembly task: neighbours along a row share predictions, so a task of 4 chunks
+# moves 18 predictions instead of 36 and the driver makes a quarter of the calls.
+CHUNKS_PER_ASSEMBLY = 4
 
 
-def _prepare_scene(arch: Archive, out_arch: Archive, sid: str, config: TranslateConfig,
-                   replica_cfg: dict[str, Any]) -> _SceneJob | TranslateSummary:
-    """1. The output scene (created, or reopened to resume) and the plan of what is left."""
-    from sarray.archive.write import STAT_FIELDS
-    from sarray.engine.plan import ScenePlan
-    from sarray.stitch.writer import discard_output, georef_of, open_or_create_output, refine_georef
-    from sarray.tiles.grid import chunk_grid
-
-    spec = config.tile_spec()
-    s = spec.scale
-    out_id = config.out_scene_for(sid)
-    rec = arch.record(sid)
-    n_p, h_in, w_in = rec.shape
-    grid = chunk_grid((h_in, w_in), spec)
-    summary = TranslateSummary(source_scene=sid, out_scene=out_id, status="complete",
-                               chunks_total=grid[0] * grid[1], replicas=config.replicas)
-    if out_arch.has_scene(out_id):
-        summary.status = "exists"
-        return summary
-    if config.on_unfinished == "restart":
-        discard_output(out_arch, out_id)
-    src_ds = arch.open_scene(sid)
-    attrs = dict(src_ds.attrs)
-    units, quantity = attrs["units"], attrs.get("quantity", "unknown")
-    snapshot = src_ds.encoding["snapshot"]
-    provenance = _provenance(sid, arch, config, replica_cfg, snapshot)
-    georef = refine_georef(georef_of(src_ds), s)
-    spacing = [v / s for v in rec.pixel_spacing_m] if rec.pixel_spacing_m else None
-    out_attrs = {
-        "scene_id": out_id, "sensor": rec.sensor, "platform": "synthetic",
-        "pixel_spacing_m": spacing, "polarisations": list(rec.polarisations), "units": units,
-        "quantity": quantity, "acquisition_time": rec.acquisition_time,
-        "source_files": [f"{arch.url}::{sid}"], "georeferencing": georef.kind,
-        "calibration": attrs.get("calibration", "none"), "sarray_version": __version__,
-    }
-    out = open_or_create_output(
-        out_arch, out_id, shape=(n_p, h_in * s, w_in * s), pols=rec.polarisations, georef=georef,
-        chunk_px=spec.chunk_px, grid=grid, attrs=out_attrs, provenance=provenance,
-        n_stats=len(STAT_FIELDS))
-    plan = ScenePlan.build(scene_id=sid, out_id=out_id, shape_in=(h_in, w_in), spec=spec,
-                           done=out.done_mask(), max_chunks=config.max_chunks)
-    return _SceneJob(plan=plan, out=out, summary=summary, rec=rec, snapshot=snapshot,
-                     meta=replica_meta(attrs), units=units, quantity=quantity,
-                     shape_out=(h_in * s, w_in * s), provenance=provenance, spacing=spacing)
+def _cause(e: BaseException) -> BaseException:
+    """The original exception inside (possibly nested) Ray task errors."""
+    while getattr(e, "cause", None) is not None and e.cause is not e:  # type: ignore[attr-defined]
+        e = e.cause  # type: ignore[attr-defined]
+    return e
 
 
-def _run_job(arch: Archive, out_arch: Archive, jobs: list[_SceneJob], config: TranslateConfig,
-             replica_cfg: dict[str, Any], progress: bool) -> None:
-    """2-4. Stream every scene's tiles through one pool; assemble and write on the workers."""
+def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: TranslateConfig,
+             replica_cfg: dict[str, Any], progress: bool) -> list[TranslateSummary]:
+    """Plan every scene, stream their tiles through one pool, assemble and write on workers."""
     import ray
     from tqdm.auto import tqdm
 
-    from sarray.engine.plan import Assembler, tile_order
-    from sarray.engine.pool import ActorPool, assemble_remote, plan_pool, start_actor
-    from sarray.engine.work import ChunkJob
+    from sarray.engine.plan import Assembler
+    from sarray.engine.pool import ActorPool, assemble_remote, plan_pool, start_actor, start_writer
 
-    spec = config.tile_spec()
-    by_scene = {j.plan.scene_id: j for j in jobs}
-    assembler = Assembler([j.plan for j in jobs])
-    # 2. The pool: started (models loaded) before the first tile.
+    # 1. The job's output writer plans every scene (outputs created, or reopened to resume).
+    writer = start_writer(arch.url, out_arch.url, config.to_dict(), _provenance(arch, config, replica_cfg))
+    prepared = [ray.get(writer.prepare.remote(sid)) for sid in scene_ids]
+    summaries = {p.out_id: TranslateSummary(source_scene=p.scene_id, out_scene=p.out_id,
+                                            status="exists" if p.info is None else "complete",
+                                            chunks_total=p.chunks_total, replicas=config.replicas)
+                 for p in prepared}
+    infos = {p.out_id: p.info for p in prepared if p.info is not None}
+    boxes = {o: [ray.put(i)] for o, i in infos.items()}  # each worker fetches a scene's info once
+    left = {o: len(i.plan.todo) for o, i in infos.items()}
+    assembler = Assembler([i.plan for i in infos.values()], key_of=lambda p: p.out_id)
+    # 2. The pool, models loaded before the first tile.
     plan = plan_pool(config.replicas, config.device)
     pool = ActorPool([start_actor(plan, config.replica_class, replica_cfg)
                       for _ in range(plan.replicas)], slots=PREFETCH_BATCHES_PER_REPLICA)
     ray.get([a.ready.remote() for a in pool.actors])
     assemble = assemble_remote()
-    queue = collections.deque(_batches(tile_order([j.plan for j in jobs]), config.batch_size))
+    queue = collections.deque(
+        (o, keys) for o, i in infos.items() for keys in _batches(sorted(i.plan.tiles), config.batch_size))
+    retries: dict[tuple[str, tuple[tuple[int, int], ...]], int] = {}
     tile_calls: dict[Any, _TileCall] = {}
-    chunk_calls: dict[Any, _SceneJob] = {}
+    assembling: dict[Any, tuple[str, int]] = {}  # assembly task -> (output, chunks)
+    merges: dict[Any, tuple[str, int]] = {}  # merge call -> (output, chunks)
+    chunks_ready: dict[str, list[tuple[int, int]]] = {}  # complete, not yet sent to assembly
+    groups: dict[str, dict[tuple[int, int], Any]] = {}  # their neighbours' predictions
+    forks: dict[str, Any] = {}
     max_assembling = ASSEMBLIES_PER_REPLICA * len(pool.actors)
-    bar = tqdm(total=sum(len(j.plan.todo) for j in jobs), desc=f"translate x{spec.scale}",
-               unit="chunk", file=sys.stderr, disable=not progress, dynamic_ncols=True)
-
-    def submit(keys: list[tuple[str, int, int]], attempts: int = 0, errors: list[str] | None = None) -> None:
-        job = by_scene[keys[0][0]]
-        tiles = [job.plan.tiles[k[1:]] for k in keys]
-        i = pool.pick()
-        refs = pool.submit(i, arch.url, job.plan.scene_id, job.snapshot, tiles, job.meta,
-                           spec.scale, returns=1 + len(tiles))
-        tile_calls[refs[0]] = _TileCall(keys=keys, actor=i, preds=refs[1:], attempts=attempts,
-                                        errors=errors or [])
+    bar = tqdm(total=sum(left.values()), desc=f"translate x{config.scale}", unit="chunk",
+               file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    t0 = time.perf_counter()
 
     def tiles_back(ack: Any, call: _TileCall) -> None:
+        """A batch is back: hand out the chunks it completes (all refs, no pixels here)."""
         pool.release(call.actor)
         try:
             ray.get(ack)
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
-            cause = getattr(e, "cause", None)
+            cause = _cause(e)
             if isinstance(cause, SarrayError):  # bad input (a damaged chunk...): no retry
                 raise cause from None
-            call.errors.append(str(cause or e).strip().splitlines()[-1][:300])
-            by_scene[call.keys[0][0]].summary.retries += 1
-            if call.attempts + 1 >= MAX_TILE_ATTEMPTS:
-                keys = ", ".join(str(k[1:]) for k in call.keys)
+            summaries[call.out_id].retries += 1
+            attempts = call.attempts + 1
+            if attempts >= MAX_TILE_ATTEMPTS:
+                keys = ", ".join(str(k) for k in call.keys)
                 raise ReplicaError(
-                    f"scene {call.keys[0][0]!r}, tile(s) {keys}: failed {call.attempts + 1} times; "
-                    f"last error: {call.errors[-1]}") from None
-            queue.appendleft(call.keys)
-            retry[tuple(call.keys)] = (call.attempts + 1, call.errors)
+                    f"scene {infos[call.out_id].scene_id!r}, tile(s) {keys}: failed {attempts} "
+                    f"times; last error: {str(cause).strip().splitlines()[-1][:300]}") from None
+            retries[(call.out_id, tuple(call.keys))] = attempts
+            queue.appendleft((call.out_id, call.keys))
             return
+        summaries[call.out_id].tiles += len(call.keys)
         for key, pred in zip(call.keys, call.preds):
-            job = by_scene[key[0]]
-            job.summary.tiles += 1
-            for (sid, i, j), preds in assembler.add(key, pred):
-                tiles = tuple(job.plan.tiles[n] for n in job.plan.neighbours((i, j)))
-                cj = ChunkJob(archive_url=arch.url, scene_id=sid, snapshot=job.snapshot,
-                              out_id=job.plan.out_id, key=(i, j), chunk=job.plan.tiles[(i, j)].chunk,
-                              tiles=tiles, shape_out=job.shape_out, spec=spec,
-                              consistency=config.consistency, units=job.units, quantity=job.quantity)
-                chunk_calls[assemble.remote(cj, job.out.fork(), *preds)] = job
+            for (out_id, i, j), preds in assembler.add((call.out_id, *key), pred):
+                plan = infos[out_id].plan
+                group = groups.setdefault(out_id, {})
+                for n, p in zip(plan.neighbours((i, j)), preds):
+                    group.setdefault(n, p)
+                chunks_ready.setdefault(out_id, []).append((i, j))
 
-    def chunk_back(ref: Any, job: _SceneJob) -> None:
+    def assemble_ready(final: bool) -> None:
+        """Send ready chunks to assembly, ``CHUNKS_PER_ASSEMBLY`` at a time (all if ``final``)."""
+        for out_id in list(chunks_ready):
+            keys = chunks_ready[out_id]
+            idle = not any(c.out_id == out_id for c in tile_calls.values()) and not any(
+                o == out_id for o, _ in queue)
+            while keys and (len(keys) >= CHUNKS_PER_ASSEMBLY or final or idle):
+                take, keys = keys[:CHUNKS_PER_ASSEMBLY], keys[CHUNKS_PER_ASSEMBLY:]
+                plan = infos[out_id].plan
+                needed = sorted({n for k in take for n in plan.neighbours(k)})
+                preds = [groups[out_id][n] for n in needed]
+                if out_id not in forks:
+                    forks[out_id] = writer.fork.remote(out_id)
+                ref = assemble.remote(boxes[out_id], take, needed, forks[out_id], *preds)
+                assembling[ref] = (out_id, len(take))
+                still = {n for k in keys for n in plan.neighbours(k)}
+                for n in needed:  # keep only what the chunks left in the group still need
+                    if n not in still:
+                        groups[out_id].pop(n, None)
+            chunks_ready[out_id] = keys
+            if not keys:
+                del chunks_ready[out_id]
+
+    def merged(ref: Any, out_id: str) -> None:
+        """Chunks are written and merged: count them; finish a scene after its last one."""
         try:
-            fork, note = ray.get(ref)
+            notes = ray.get(ref)
         except ray.exceptions.RayTaskError as e:
-            cause = getattr(e, "cause", None)
+            cause = _cause(e)
             raise (cause if isinstance(cause, SarrayError) else ReplicaError(
-                f"scene {job.plan.scene_id!r}: a chunk could not be assembled: "
-                f"{str(cause or e).strip().splitlines()[-1][:300]}")) from None
-        job.out.merge(fork)
-        job.merged += 1
-        job.summary.chunks_written += 1
-        job.summary.output_px += note["shape"][1] * note["shape"][2]
-        job.summary.writes.append(note)
-        bar.update(1)
-        if job.merged == len(job.plan.todo):
-            _finish_scene(job)
+                f"scene {infos[out_id].scene_id!r}: a chunk could not be assembled: "
+                f"{str(cause).strip().splitlines()[-1][:300]}")) from None
+        s = summaries[out_id]
+        for note in notes:
+            if note["committed"]:
+                forks.pop(out_id, None)  # the next chunks take a fork of the new commit
+            s.chunks_written += 1
+            s.output_px += note["shape"][1] * note["shape"][2]
+            s.writes.append(note)
+        bar.update(len(notes))
+        left[out_id] -= len(notes)
+        if left[out_id] == 0:
+            s.status = ray.get(writer.finish.remote(out_id))
+            s.compute_s = time.perf_counter() - t0
 
-    # 3. Stream: keep every replica's slots full, assemble chunks as their neighbours return.
-    retry: dict[tuple[Any, ...], tuple[int, list[str]]] = {}
+    # 3. Stream: keep every replica's slots full; chunks are assembled as their neighbours return.
     try:
-        for j in jobs:
-            if not j.plan.todo:
-                _finish_scene(j)
-        while queue or tile_calls or chunk_calls:
-            while queue and pool.has_slot() and len(chunk_calls) < max_assembling:
-                keys = queue.popleft()
-                submit(keys, *retry.pop(tuple(keys), (0, [])))
-            ready, _ = ray.wait([*tile_calls, *chunk_calls], num_returns=1, fetch_local=False)
-            ref = ready[0]
-            if ref in tile_calls:
-                tiles_back(ref, tile_calls.pop(ref))
-            else:
-                chunk_back(ref, chunk_calls.pop(ref))
+        for out_id in [o for o, n in left.items() if n == 0]:
+            summaries[out_id].status = ray.get(writer.finish.remote(out_id))
+        while queue or tile_calls or assembling or merges:
+            in_flight = (sum(n for _, n in assembling.values()) + sum(n for _, n in merges.values())
+                         + sum(len(k) for k in chunks_ready.values()))
+            while queue and pool.has_slot() and in_flight < max_assembling:
+                out_id, keys = queue.popleft()
+                i = pool.pick()
+                refs = pool.submit(i, boxes[out_id], keys, returns=1 + len(keys))
+                tile_calls[refs[0]] = _TileCall(out_id=out_id, keys=keys, actor=i, preds=refs[1:],
+                                                attempts=retries.pop((out_id, tuple(keys)), 0))
+            pending = [*tile_calls, *assembling, *merges]
+            ready, _ = ray.wait(pending, num_returns=1, fetch_local=False)
+            written: dict[str, list[Any]] = {}
+            for ref in ready:
+                if ref in tile_calls:
+                    tiles_back(ref, tile_calls.pop(ref))
+                elif ref in assembling:
+                    out_id, n = assembling.pop(ref)
+                    written.setdefault(out_id, []).append((ref, n))
+                else:
+                    merged(ref, merges.pop(ref)[0])
+            assemble_ready(final=not queue and not tile_calls)
+            for out_id, done in written.items():  # one merge call per output per round
+                merges[writer.merge_many.remote(out_id, [r for r, _ in done])] = (
+                    out_id, sum(n for _, n in done))
     finally:
         bar.close()
         pool.shutdown()
-        for j in jobs:
-            j.out.flush()  # every chunk merged so far is whole: commit it, a rerun resumes after it
+        try:  # every chunk merged so far is whole: commit it, a rerun resumes after it
+            ray.get(writer.flush_all.remote())
+        finally:
+            ray.kill(writer)
+    return [summaries[config.out_scene_for(sid)] for sid in scene_ids]
 
 
-def _batches(keys: Any, size: int) -> Any:
-    """Consecutive keys of one scene, ``size`` at a time."""
-    batch: list[tuple[str, int, int]] = []
-    for k in keys:
-        if batch and (len(batch) == size or batch[0][0] != k[0]):
-            yield batch
-            batch = []
-        batch.append(k)
-    if batch:
-        yield batch
-
-
-def _finish_scene(job: _SceneJob) -> None:
-    """4. When every chunk is done: statistics, record, catalog (else the run is partial)."""
-    from sarray.archive.write import combine_stats
-
-    job.summary.compute_s = time.perf_counter() - job.t0
-    job.out.flush()
-    if not job.out.done_mask().all():
-        job.summary.status = "partial"
-        return
-    rec, out_id = job.rec, job.plan.out_id
-    stats = combine_stats(job.out.stats(), rec.polarisations, job.shape_out[0] * job.shape_out[1])
-    digest = hashlib.sha256(json.dumps(job.provenance, sort_keys=True).encode()).hexdigest()
-    record = SceneRecord(
-        scene_id=out_id, sensor=rec.sensor, platform="synthetic",
-        acquisition_time=rec.acquisition_time, bbox_lonlat=rec.bbox_lonlat,
-        shape=(rec.shape[0], *job.shape_out),
-        pixel_spacing_m=tuple(job.spacing) if job.spacing else None,  # type: ignore[arg-type]
-        polarisations=rec.polarisations, units=job.units, source_sha256=digest,
-        extra={"provenance": job.provenance,
-               "selection": {"output_of": job.plan.scene_id, "out_scene": out_id}},
-    )
-    from sarray.stitch.writer import finalize_output
-
-    finalize_output(job.out, record, stats)
+def _batches(keys: list[tuple[int, int]], size: int) -> list[list[tuple[int, int]]]:
+    """Consecutive tile keys, ``size`` at a time."""
+    return [keys[i : i + size] for i in range(0, len(keys), size)]

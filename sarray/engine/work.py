@@ -5,7 +5,8 @@
   are read), at the snapshot the job planned on.
 - :func:`assemble_chunk`: one output chunk from its 3 x 3 neighbours' predictions: blend, the
   consistency step (reading the chunk's input footprint), statistics, and the region write
-  into a fork of the output's writable session. It returns the fork for the driver to merge.
+  into a fork of the output's writable session. It returns the fork, which goes straight to
+  the job's :class:`~sarray.engine.output.OutputWriter` to be merged.
 
 Both are plain functions; :mod:`sarray.engine.pool` wraps them for Ray.
 """
@@ -14,12 +15,11 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from sarray.tiles.grid import Tile, TileSpec
+from sarray.tiles.grid import Tile
 
 
 @functools.lru_cache(maxsize=16)
@@ -56,70 +56,89 @@ def crop_prediction(tile: Tile, pred: np.ndarray, scale: int) -> np.ndarray:
     return np.ascontiguousarray(pred[:, :hs, :ws], dtype=np.float32)
 
 
-@dataclass(frozen=True, kw_only=True)
-class ChunkJob:
-    """Everything a worker needs to assemble and write one output chunk (no pixels).
-
-    Args:
-        archive_url: the input archive (read for the consistency step).
-        scene_id: the input scene; ``snapshot`` the snapshot the job reads.
-        out_id: the output scene.
-        key: (chunk row, chunk col).
-        tiles: the chunk's neighbourhood, in the order of the predictions passed with it.
-        shape_out: (y, x) of the output grid.
-        spec: the tile geometry.
-        consistency: ``multilook`` or ``off``.
-        units, quantity: of the scene's values.
-    """
-
-    archive_url: str
-    scene_id: str
-    snapshot: str
-    out_id: str
-    key: tuple[int, int]
-    chunk: tuple[int, int, int, int]
-    tiles: tuple[Tile, ...]
-    shape_out: tuple[int, int]
-    spec: TileSpec
-    consistency: str
-    units: str
-    quantity: str
+_INFO: dict[str, Any] = {}
+# Scenes' infos kept per worker process (a job rarely has more scenes in flight at once).
+INFO_CACHE_SCENES = 64
 
 
-def blend_job(job: ChunkJob, predictions: list[np.ndarray]) -> np.ndarray:
-    """The blended (and, if asked, radiometrically consistent) values of one chunk."""
+def scene_info(box: list[Any]) -> Any:
+    """The :class:`~sarray.engine.output.SceneInfo` in ``box``: an object ref (fetched once per
+    worker process and cached), or the info itself (plain calls, tests)."""
+    item = box[0]
+    if not hasattr(item, "hex"):
+        return item
+    key = item.hex()
+    if key not in _INFO:
+        import ray
+
+        if len(_INFO) >= INFO_CACHE_SCENES:
+            _INFO.pop(next(iter(_INFO)))
+        _INFO[key] = ray.get(item)
+    return _INFO[key]
+
+
+def blend_chunk_of(info: Any, key: tuple[int, int], predictions: list[np.ndarray]) -> np.ndarray:
+    """The blended (and, if asked, radiometrically consistent) values of one chunk from its
+    neighbours' predictions (in :func:`sarray.tiles.grid.neighbours` order)."""
     from sarray.stitch.blend import Prediction, blend_chunk
     from sarray.stitch.consistency import apply_consistency
     from sarray.tiles.grid import tile_ramps
 
+    plan = info.plan
+    chunk = plan.tiles[key].chunk
     preds = []
-    for tile, values in zip(job.tiles, predictions):
-        wy, wx = tile_ramps(tile, job.shape_out, job.spec)
+    for n, values in zip(plan.neighbours(key), predictions):
+        tile = plan.tiles[n]
+        wy, wx = tile_ramps(tile, info.shape_out, info.spec)
         preds.append(Prediction(tile.out, values, wy, wx))
-    values = blend_chunk(job.chunk, preds, band_px=job.spec.band_px)
-    if job.consistency == "multilook":
-        s = job.spec.scale
-        y0, y1, x0, x1 = job.chunk
-        ds = scene_dataset(job.archive_url, job.scene_id, job.snapshot)
+    values = blend_chunk(chunk, preds, band_px=info.spec.band_px)
+    if info.consistency == "multilook":
+        s = info.spec.scale
+        y0, y1, x0, x1 = chunk
+        ds = scene_dataset(info.archive_url, info.scene_id, info.snapshot)
         src = read_window(ds, (y0 // s, y1 // s), (x0 // s, x1 // s))
-        values = apply_consistency(values, src, scale=s, units=job.units, quantity=job.quantity)
+        values = apply_consistency(values, src, scale=s, units=info.units, quantity=info.quantity)
     return values
 
 
-def assemble_chunk(job: ChunkJob, fork: Any, *predictions: np.ndarray) -> tuple[Any, dict[str, Any]]:
-    """Blend, correct, measure and write one chunk into ``fork``.
+def predict_tiles(replica: Any, info_box: list[Any], keys: list[tuple[int, int]]) -> list[np.ndarray]:
+    """Read ``keys``' windows from the archive and translate them with ``replica``."""
+    info = scene_info(info_box)
+    tiles = [info.plan.tiles[k] for k in keys]
+    batch = {"tiles": read_tiles(info.archive_url, info.scene_id, info.snapshot, tiles),
+             "scene_id": [info.scene_id] * len(tiles),
+             "tile_index": [list(k) for k in keys], "meta": info.meta}
+    out = replica(batch)["output"]
+    return [crop_prediction(t, o, info.spec.scale) for t, o in zip(tiles, out)]
+
+
+def assemble_chunks(info_box: list[Any], keys: list[tuple[int, int]],
+                    tile_keys: list[tuple[int, int]], fork: Any,
+                    *predictions: np.ndarray) -> tuple[Any, list[dict[str, Any]]]:
+    """Blend, correct, measure and write chunks ``keys`` into ``fork``.
+
+    ``predictions`` are the predictions of ``tile_keys`` (the union of the chunks'
+    neighbourhoods). Several chunks per task share their neighbours' predictions, so a task
+    moves fewer objects than one chunk each would.
 
     Returns:
-        (the fork, to merge; a note of the write: key, region, shape, node, pid).
+        (the fork, to merge; one note per chunk written: key, region, shape, node, pid).
     """
     from sarray.archive.write import block_stats
     from sarray.stitch.writer import write_chunk_into
 
-    values = blend_job(job, list(predictions))
-    stats = block_stats(values, job.units, job.quantity)[:, 0, 0]
-    write_chunk_into(fork, job.key, job.chunk, values, stats)
-    return fork, {"out_id": job.out_id, "key": job.key, "region": job.chunk,
-                  "shape": tuple(values.shape), "node": _node_id(), "pid": os.getpid()}
+    info = scene_info(info_box)
+    by_key = dict(zip(tile_keys, predictions))
+    notes = []
+    node, pid = _node_id(), os.getpid()
+    for key in keys:
+        values = blend_chunk_of(info, key, [by_key[n] for n in info.plan.neighbours(key)])
+        stats = block_stats(values, info.units, info.quantity)[:, 0, 0]
+        region = info.plan.tiles[key].chunk
+        write_chunk_into(fork, key, region, values, stats)
+        notes.append({"out_id": info.out_id, "key": key, "region": region,
+                      "shape": tuple(values.shape), "node": node, "pid": pid})
+    return fork, notes
 
 
 def _node_id() -> str | None:

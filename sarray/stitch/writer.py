@@ -77,6 +77,7 @@ class OutputScene:
     _source: Any = None  # clean session the forks come from (at the last commit)
     _pending: int = 0
     _last_commit: float = field(default_factory=time.monotonic)
+    commits: int = 0  # commits made by this handle
 
     def _clean(self) -> Any:
         if self._source is None:
@@ -99,10 +100,10 @@ class OutputScene:
         """A fork for one worker's writes (pickles to about half a kilobyte)."""
         return self._clean().fork()
 
-    def merge(self, fork: Any) -> None:
-        """Take a worker's fork into the next commit; commit when one is due."""
+    def merge(self, fork: Any, *, chunks: int = 1) -> None:
+        """Take a worker's fork (``chunks`` chunks) into the next commit; commit when due."""
         self.writer.session.merge(fork)
-        self._pending += 1
+        self._pending += chunks
         if (self._pending >= COMMIT_EVERY_CHUNKS
                 or time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S):
             self.flush()
@@ -112,6 +113,7 @@ class OutputScene:
         if self.writer.session.has_uncommitted_changes:
             self.writer.commit(f"translate {self.scene_id}: {self._pending} chunk(s)")
             self._source = None
+            self.commits += 1
         self._pending = 0
         self._last_commit = time.monotonic()
 
