@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,12 @@ class ReplicaActor:
 
         self.replica = import_object(replica_class)(ReplicaConfig.from_dict(replica_config))
         self.pid = os.getpid()
+        import ray
+
+        self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+        # Calls run in two threads (max_concurrency): one reads its tiles while the other holds
+        # the model, so reads never sit on the replica's critical path.
+        self._model = threading.Lock()
 
     def ready(self) -> int:
         """Returns the worker's pid once the model is loaded."""
@@ -50,12 +57,21 @@ class ReplicaActor:
         return self.replica(batch)["output"]
 
     def predict(self, info_box: list[Any], keys: list[tuple[int, int]]) -> tuple[Any, ...]:
-        """Read the tiles' windows from the archive and translate them; returns ``(ack,
-        prediction per tile)``: the driver fetches only the tiny ack, and the predictions stay
-        in the object store for the assembly tasks."""
-        from sarray.engine.work import predict_tiles
+        """Read the tiles' windows from the archive, translate them; returns ``(ack,
+        prediction per tile)``. The ack (pid, node, model start and end times) is all the driver
+        fetches; the predictions stay in the object store for the assembly tasks."""
+        import time
 
-        return (self.pid, *predict_tiles(self.replica, info_box, keys))
+        from sarray.engine.work import crop_prediction, read_tile_batch, scene_info
+
+        info = scene_info(info_box)
+        batch = read_tile_batch(info, keys)
+        with self._model:
+            t0 = time.time()
+            out = self.replica(batch)["output"]
+            t1 = time.time()
+        tiles = [info.plan.tiles[k] for k in keys]
+        return ((self.pid, self.node, t0, t1), *(crop_prediction(t, o, info.spec.scale) for t, o in zip(tiles, out)))
 
 
 @dataclass(frozen=True)
@@ -125,7 +141,7 @@ def start_actor(plan: PoolPlan, replica_class: str, replica_config: dict[str, An
     """Start one replica actor (not waited for)."""
     cls = _remote(ReplicaActor)
     return cls.options(num_gpus=plan.num_gpus, num_cpus=plan.num_cpus,
-                       max_restarts=ACTOR_MAX_RESTARTS,
+                       max_concurrency=2, max_restarts=ACTOR_MAX_RESTARTS,
                        max_task_retries=ACTOR_MAX_TASK_RETRIES).remote(
         replica_class, {**replica_config, "device": plan.device}, plan.torch_threads
     )

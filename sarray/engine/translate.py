@@ -160,6 +160,7 @@ class TranslateSummary:
     cog: str | None = None
     quicklook: str | None = None
     writes: list[dict[str, Any]] = field(default_factory=list)  # one note per chunk written
+    model_spans: list[tuple[Any, ...]] = field(default_factory=list)  # (pid, node, start, end)
 
     @property
     def mpx_per_s(self) -> float:
@@ -365,7 +366,7 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
         """A batch is back: hand out the chunks it completes (all refs, no pixels here)."""
         pool.release(call.actor)
         try:
-            ray.get(ack)
+            pid, node, m0, m1 = ray.get(ack)
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
             cause = _cause(e)
             if isinstance(cause, SarrayError):  # bad input (a damaged chunk...): no retry
@@ -381,6 +382,7 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
             queue.appendleft((call.out_id, call.keys))
             return
         summaries[call.out_id].tiles += len(call.keys)
+        summaries[call.out_id].model_spans.append((pid, node, m0, m1))
         for key, pred in zip(call.keys, call.preds):
             for (out_id, i, j), preds in assembler.add((call.out_id, *key), pred):
                 plan = infos[out_id].plan

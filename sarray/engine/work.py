@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -31,11 +32,18 @@ def scene_dataset(archive_url: str, scene_id: str, snapshot: str) -> Any:
 
 
 def read_window(ds: Any, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
-    """(pol, y, x) float32 pixels of a window (reads exactly the chunks under it)."""
+    """(pol, y, x) float32 pixels of a window (reads exactly the chunks under it).
+
+    The window's few chunk reads run in this worker (dask's synchronous scheduler): the
+    cluster's scheduler is Ray, and a second one inside each task would only add threads.
+    """
+    import dask
+
     from sarray.archive.layout import DIM_X, DIM_Y, VAR_BACKSCATTER
 
     win = ds[VAR_BACKSCATTER].isel({DIM_Y: slice(*rows), DIM_X: slice(*cols)})
-    return np.asarray(win.values, dtype=np.float32)
+    with dask.config.set(scheduler="synchronous"):
+        return np.asarray(win.values, dtype=np.float32)
 
 
 def read_tiles(archive_url: str, scene_id: str, snapshot: str, tiles: list[Tile]) -> np.ndarray:
@@ -101,15 +109,12 @@ def blend_chunk_of(info: Any, key: tuple[int, int], predictions: list[np.ndarray
     return values
 
 
-def predict_tiles(replica: Any, info_box: list[Any], keys: list[tuple[int, int]]) -> list[np.ndarray]:
-    """Read ``keys``' windows from the archive and translate them with ``replica``."""
-    info = scene_info(info_box)
+def read_tile_batch(info: Any, keys: list[tuple[int, int]]) -> dict[str, Any]:
+    """The replica batch of tiles ``keys``: their windows read from the archive, padded."""
     tiles = [info.plan.tiles[k] for k in keys]
-    batch = {"tiles": read_tiles(info.archive_url, info.scene_id, info.snapshot, tiles),
-             "scene_id": [info.scene_id] * len(tiles),
-             "tile_index": [list(k) for k in keys], "meta": info.meta}
-    out = replica(batch)["output"]
-    return [crop_prediction(t, o, info.spec.scale) for t, o in zip(tiles, out)]
+    return {"tiles": read_tiles(info.archive_url, info.scene_id, info.snapshot, tiles),
+            "scene_id": [info.scene_id] * len(tiles),
+            "tile_index": [list(k) for k in keys], "meta": info.meta}
 
 
 def assemble_chunks(info_box: list[Any], keys: list[tuple[int, int]],
@@ -137,7 +142,7 @@ def assemble_chunks(info_box: list[Any], keys: list[tuple[int, int]],
         region = info.plan.tiles[key].chunk
         write_chunk_into(fork, key, region, values, stats)
         notes.append({"out_id": info.out_id, "key": key, "region": region,
-                      "shape": tuple(values.shape), "node": node, "pid": pid})
+                      "shape": tuple(values.shape), "node": node, "pid": pid, "t": time.time()})
     return fork, notes
 
 

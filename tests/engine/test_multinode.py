@@ -1,0 +1,77 @@
+"""The engine on a three-node Ray cluster on one machine: replicas read and workers write on
+nodes other than the driver's, and the output equals a single-node run's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sarray.archive.store import Archive
+from sarray.engine.translate import TranslateConfig, translate
+from sarray.ingest.config import IngestConfig
+from sarray.ingest.run import ingest
+from sarray.testing.scenes import speckle_image, write_geotiff
+
+CFG = dict(model="tiny-random", scale=2, chunk_px=64, halo_px=4,
+           replica_class="sarray.testing.replicas:SpeckleReplica")
+
+
+def test_reads_and_writes_run_on_other_nodes_and_match_one_node(tmp_path: Path) -> None:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    tifs = [write_geotiff(tmp_path / f"m{i}_vv.tif", speckle_image((96, 128), seed=20 + i, looks=4))
+            for i in range(2)]
+    a = tmp_path / "a.zarr"
+    for t in tifs:
+        ingest([t], a, IngestConfig(units="linear"))
+    scenes = ["m0_vv", "m1_vv"]
+    # The driver's node has no CPU slot: every replica and every chunk task runs elsewhere.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        for _ in range(2):
+            cluster.add_node(num_cpus=2)
+        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+        driver_node = ray.get_runtime_context().get_node_id()
+        summaries = translate(a, scenes, TranslateConfig(replicas=2, **CFG), progress=False)
+        ray.shutdown()
+    finally:
+        cluster.shutdown()
+    assert [s.status for s in summaries] == ["complete", "complete"]
+    write_nodes = {w["node"] for s in summaries for w in s.writes}
+    read_nodes = {span[1] for s in summaries for span in s.model_spans}
+    assert driver_node not in write_nodes | read_nodes
+    assert len(write_nodes | read_nodes) == 2  # both worker nodes took part
+    assert all(sorted(w["key"] for w in s.writes) == [(i, j) for i in range(3) for j in range(4)]
+               for s in summaries)  # every chunk written once (96x128 input, 32-px footprints)
+    # The same job on one local node gives the same pixels.
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        one = translate(a, scenes, TranslateConfig(replicas=1, **CFG), out_archive=tmp_path / "b.zarr",
+                        progress=False)
+    finally:
+        ray.shutdown()
+    assert [s.status for s in one] == ["complete", "complete"]
+    for sid in scenes:
+        np.testing.assert_array_equal(Archive(a).open_scene(f"{sid}_x2")["backscatter"].values,
+                                      Archive(tmp_path / "b.zarr").open_scene(f"{sid}_x2")["backscatter"].values)
+
+
+def test_next_scene_starts_before_the_previous_one_finishes(tmp_path: Path) -> None:
+    """One queue for all scenes: replicas start on scene 2 while scene 1's chunks are written."""
+    import ray
+
+    tifs = [write_geotiff(tmp_path / f"q{i}_vv.tif", speckle_image((96, 128), seed=30 + i, looks=4))
+            for i in range(2)]
+    a = tmp_path / "a.zarr"
+    for t in tifs:
+        ingest([t], a, IngestConfig(units="linear"))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        first, second = translate(a, ["q0_vv", "q1_vv"], TranslateConfig(**CFG), progress=False)
+    finally:
+        ray.shutdown()
+    last_write_first = max(w["t"] for w in first.writes)
+    first_model_second = min(span[2] for span in second.model_spans)
+    assert first_model_second < last_write_first
