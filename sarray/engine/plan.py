@@ -6,9 +6,9 @@ job's scenes shares one queue, in one order (scene after scene, row-major), and 
 of a scene start while the last ones of the previous scene are still on the replicas.
 
 A chunk is assembled from the predictions of its 3 x 3 neighbourhood (the blend band reaches one
-tile into each neighbour). :class:`Assembler` says when a chunk's neighbours are all back and
-when a prediction is no longer needed by any chunk still to assemble, so the driver can drop its
-reference (the object store then frees it).
+tile into each neighbour). :class:`Assembler` says when a chunk's neighbours are all back, groups
+ready chunks into assembly tasks, and forgets a prediction once no chunk still to hand out needs
+it, so the driver drops its reference (the object store then frees it).
 """
 
 from __future__ import annotations
@@ -59,17 +59,42 @@ class ScenePlan:
         return neighbours(rc, self.grid)
 
 
-class Assembler:
-    """Which chunks can be assembled, and which predictions can be released.
+@dataclass(frozen=True, kw_only=True)
+class AssemblyBatch:
+    """Chunks of one output that one assembly task blends and writes.
 
-    Pure bookkeeping over opaque values (Ray object refs in the engine, arrays in tests).
+    Args:
+        out_id: the output scene.
+        keys: the chunks, (row, col).
+        tile_keys: the union of their neighbourhoods, in the order of ``predictions``.
+        predictions: one opaque value (an object ref) per tile key.
     """
 
-    def __init__(self, plans: list[ScenePlan],
+    out_id: str
+    keys: tuple[tuple[int, int], ...]
+    tile_keys: tuple[tuple[int, int], ...]
+    predictions: tuple[Any, ...]
+
+
+class Assembler:
+    """Which chunks can be assembled, grouped into tasks, and which predictions to drop.
+
+    Pure bookkeeping over opaque values (Ray object refs in the engine, arrays in tests). A
+    chunk is ready once the predictions of its 3 x 3 neighbourhood are in; ready chunks of one
+    output are handed out ``per_task`` at a time, neighbours along a row sharing predictions;
+    a prediction is forgotten once every chunk that needs it has been handed out.
+
+    Args:
+        plans: the scenes' plans, keyed by ``key_of`` (the output id in the engine).
+        per_task: chunks per :class:`AssemblyBatch`.
+    """
+
+    def __init__(self, plans: list[ScenePlan], *, per_task: int = 1,
                  key_of: Callable[[ScenePlan], str] = lambda p: p.scene_id) -> None:
         self.plans = {key_of(p): p for p in plans}
+        self.per_task = per_task
         self._waiting = {(k, *c) for k, p in self.plans.items() for c in p.todo}
-        # How many chunks still to assemble use each tile's prediction.
+        # How many chunks not yet handed out use each tile's prediction.
         self._users: dict[Key, int] = {}
         for k, p in self.plans.items():
             for c in p.todo:
@@ -77,30 +102,50 @@ class Assembler:
                     u = (k, *n)
                     self._users[u] = self._users.get(u, 0) + 1
         self.predictions: dict[Key, Any] = {}
+        self._ready: dict[str, list[tuple[int, int]]] = {}
 
     @property
     def remaining(self) -> int:
         """Chunks not yet handed out for assembly."""
-        return len(self._waiting)
+        return len(self._waiting) + self.ready_count
 
-    def add(self, key: Key, prediction: Any) -> list[tuple[Key, list[Any]]]:
-        """Record a prediction; return the chunks it completes, each with its neighbours'
-        predictions (in :func:`sarray.tiles.grid.neighbours` order)."""
+    @property
+    def ready_count(self) -> int:
+        """Chunks ready but not yet handed out."""
+        return sum(len(v) for v in self._ready.values())
+
+    def add(self, key: Key, prediction: Any) -> None:
+        """Record a tile's prediction; the chunks it completes become ready."""
         self.predictions[key] = prediction
         sid, r, c = key
         plan = self.plans[sid]
-        ready = []
         for n in plan.neighbours((r, c)):
             ck = (sid, *n)
-            if ck not in self._waiting:
-                continue
-            ns = [(sid, *m) for m in plan.neighbours(n)]
-            if all(m in self.predictions for m in ns):
+            if ck in self._waiting and all((sid, *m) in self.predictions for m in plan.neighbours(n)):
                 self._waiting.discard(ck)
-                ready.append((ck, [self.predictions[m] for m in ns]))
-                for m in ns:
-                    self._release(m)
-        return ready
+                self._ready.setdefault(sid, []).append(n)
+
+    def batches(self, flush: bool | set[str] = False) -> list[AssemblyBatch]:
+        """Ready chunks as tasks: full groups of ``per_task``; partial groups too for the
+        outputs in ``flush`` (or every output if ``flush`` is True), which get no more tiles."""
+        out = []
+        for sid in list(self._ready):
+            keys = sorted(self._ready[sid])
+            plan = self.plans[sid]
+            while keys and (len(keys) >= self.per_task or flush is True or
+                            (isinstance(flush, set) and sid in flush)):
+                take, keys = keys[: self.per_task], keys[self.per_task :]
+                tile_keys = tuple(sorted({n for k in take for n in plan.neighbours(k)}))
+                out.append(AssemblyBatch(out_id=sid, keys=tuple(take), tile_keys=tile_keys,
+                                         predictions=tuple(self.predictions[(sid, *n)] for n in tile_keys)))
+                for k in take:
+                    for n in plan.neighbours(k):
+                        self._release((sid, *n))
+            if keys:
+                self._ready[sid] = keys
+            else:
+                del self._ready[sid]
+        return out
 
     def _release(self, key: Key) -> None:
         self._users[key] -= 1

@@ -31,12 +31,8 @@ class ReplicaActor:
     """Holds one replica in a Ray worker process."""
 
     def __init__(self, replica_class: str, replica_config: dict[str, Any], threads: int) -> None:
-        try:
-            import torch
-
-            torch.set_num_threads(max(1, threads))
-        except ImportError:  # pragma: no cover - torch is part of the model extra
-            pass
+        self.threads = max(1, threads)
+        self._set_threads()
         from sarray.models.replica import ReplicaConfig
 
         self.replica = import_object(replica_class)(ReplicaConfig.from_dict(replica_config))
@@ -47,6 +43,16 @@ class ReplicaActor:
         # Calls run in two threads (max_concurrency): one reads its tiles while the other holds
         # the model, so reads never sit on the replica's critical path.
         self._model = threading.Lock()
+
+    def _set_threads(self) -> None:
+        """Torch's intra-op threads, set in the calling thread: the actor's calls run in threads
+        of their own (max_concurrency), where OpenMP would otherwise take every core."""
+        try:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        except ImportError:  # pragma: no cover - torch is part of the model extra
+            pass
 
     def ready(self) -> int:
         """Returns the worker's pid once the model is loaded."""
@@ -67,6 +73,7 @@ class ReplicaActor:
         info = scene_info(info_box)
         batch = read_tile_batch(info, keys)
         with self._model:
+            self._set_threads()
             t0 = time.time()
             out = self.replica(batch)["output"]
             t1 = time.time()

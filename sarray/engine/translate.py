@@ -21,7 +21,6 @@ calls per tile. Each output chunk is written exactly once, whole; tiles are seed
 
 from __future__ import annotations
 
-import collections
 import os
 import sys
 import time
@@ -36,8 +35,8 @@ from sarray.archive.layout import (
     validate_scene_id,
 )
 from sarray.archive.store import Archive
-from sarray.config import MAX_TILE_ATTEMPTS, PREFETCH_BATCHES_PER_REPLICA
-from sarray.errors import ArchiveError, ConfigError, ReplicaError, SarrayError
+from sarray.config import PREFETCH_BATCHES_PER_REPLICA
+from sarray.errors import ArchiveError, ConfigError
 from sarray.tiles.grid import SCALES, Tile, TileSpec
 
 CONSISTENCY = ("multilook", "off")
@@ -296,30 +295,14 @@ def _provenance(arch: Archive, config: TranslateConfig, replica_cfg: dict[str, A
     }
 
 
-@dataclass
-class _TileCall:
-    """A batch of tiles on a replica."""
-
-    out_id: str
-    keys: list[tuple[int, int]]
-    actor: int
-    preds: list[Any]
-    attempts: int = 0
-
-
-# Chunks in assembly per replica: enough to keep the blend/write workers busy while the
-# replicas compute, few enough that predictions waiting in the object store stay bounded.
-ASSEMBLIES_PER_REPLICA = 8
+# Chunks in flight per replica (ready, in assembly, being merged): enough that a replica never
+# waits for the assembly of the previous scene's last rows (a scene boundary releases two rows of
+# chunks at once), few enough that the predictions waiting in the object store stay bounded
+# whatever the scene's size (about 24 x 18 / 4 predictions per replica).
+CHUNKS_IN_FLIGHT_PER_REPLICA = 24
 # Chunks per assembly task: neighbours along a row share predictions, so a task of 4 chunks
-# moves 18 predictions instead of 36 and the driver makes a quarter of the calls.
+# moves 18 predictions instead of 36, and the driver makes a quarter of the calls.
 CHUNKS_PER_ASSEMBLY = 4
-
-
-def _cause(e: BaseException) -> BaseException:
-    """The original exception inside (possibly nested) Ray task errors."""
-    while getattr(e, "cause", None) is not None and e.cause is not e:  # type: ignore[attr-defined]
-        e = e.cause  # type: ignore[attr-defined]
-    return e
 
 
 def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: TranslateConfig,
@@ -328,152 +311,42 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
     import ray
     from tqdm.auto import tqdm
 
+    from sarray.engine.dispatch import Dispatcher
     from sarray.engine.plan import Assembler
     from sarray.engine.pool import ActorPool, assemble_remote, plan_pool, start_actor, start_writer
 
     # 1. The job's output writer plans every scene (outputs created, or reopened to resume).
     writer = start_writer(arch.url, out_arch.url, config.to_dict(), _provenance(arch, config, replica_cfg))
-    prepared = [ray.get(writer.prepare.remote(sid)) for sid in scene_ids]
-    summaries = {p.out_id: TranslateSummary(source_scene=p.scene_id, out_scene=p.out_id,
-                                            status="exists" if p.info is None else "complete",
-                                            chunks_total=p.chunks_total, replicas=config.replicas)
-                 for p in prepared}
-    infos = {p.out_id: p.info for p in prepared if p.info is not None}
-    boxes = {o: [ray.put(i)] for o, i in infos.items()}  # each worker fetches a scene's info once
-    left = {o: len(i.plan.todo) for o, i in infos.items()}
-    assembler = Assembler([i.plan for i in infos.values()], key_of=lambda p: p.out_id)
-    # 2. The pool, models loaded before the first tile.
-    plan = plan_pool(config.replicas, config.device)
-    pool = ActorPool([start_actor(plan, config.replica_class, replica_cfg)
-                      for _ in range(plan.replicas)], slots=PREFETCH_BATCHES_PER_REPLICA)
-    ray.get([a.ready.remote() for a in pool.actors])
-    assemble = assemble_remote()
-    queue = collections.deque(
-        (o, keys) for o, i in infos.items() for keys in _batches(sorted(i.plan.tiles), config.batch_size))
-    retries: dict[tuple[str, tuple[tuple[int, int], ...]], int] = {}
-    tile_calls: dict[Any, _TileCall] = {}
-    assembling: dict[Any, tuple[str, int]] = {}  # assembly task -> (output, chunks)
-    merges: dict[Any, tuple[str, int]] = {}  # merge call -> (output, chunks)
-    chunks_ready: dict[str, list[tuple[int, int]]] = {}  # complete, not yet sent to assembly
-    groups: dict[str, dict[tuple[int, int], Any]] = {}  # their neighbours' predictions
-    forks: dict[str, Any] = {}
-    max_assembling = ASSEMBLIES_PER_REPLICA * len(pool.actors)
-    bar = tqdm(total=sum(left.values()), desc=f"translate x{config.scale}", unit="chunk",
-               file=sys.stderr, disable=not progress, dynamic_ncols=True)
-    t0 = time.perf_counter()
-
-    def tiles_back(ack: Any, call: _TileCall) -> None:
-        """A batch is back: hand out the chunks it completes (all refs, no pixels here)."""
-        pool.release(call.actor)
-        try:
-            pid, node, m0, m1 = ray.get(ack)
-        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
-            cause = _cause(e)
-            if isinstance(cause, SarrayError):  # bad input (a damaged chunk...): no retry
-                raise cause from None
-            summaries[call.out_id].retries += 1
-            attempts = call.attempts + 1
-            if attempts >= MAX_TILE_ATTEMPTS:
-                keys = ", ".join(str(k) for k in call.keys)
-                raise ReplicaError(
-                    f"scene {infos[call.out_id].scene_id!r}, tile(s) {keys}: failed {attempts} "
-                    f"times; last error: {str(cause).strip().splitlines()[-1][:300]}") from None
-            retries[(call.out_id, tuple(call.keys))] = attempts
-            queue.appendleft((call.out_id, call.keys))
-            return
-        summaries[call.out_id].tiles += len(call.keys)
-        summaries[call.out_id].model_spans.append((pid, node, m0, m1))
-        for key, pred in zip(call.keys, call.preds):
-            for (out_id, i, j), preds in assembler.add((call.out_id, *key), pred):
-                plan = infos[out_id].plan
-                group = groups.setdefault(out_id, {})
-                for n, p in zip(plan.neighbours((i, j)), preds):
-                    group.setdefault(n, p)
-                chunks_ready.setdefault(out_id, []).append((i, j))
-
-    def assemble_ready(final: bool) -> None:
-        """Send ready chunks to assembly, ``CHUNKS_PER_ASSEMBLY`` at a time (all if ``final``)."""
-        for out_id in list(chunks_ready):
-            keys = chunks_ready[out_id]
-            idle = not any(c.out_id == out_id for c in tile_calls.values()) and not any(
-                o == out_id for o, _ in queue)
-            while keys and (len(keys) >= CHUNKS_PER_ASSEMBLY or final or idle):
-                take, keys = keys[:CHUNKS_PER_ASSEMBLY], keys[CHUNKS_PER_ASSEMBLY:]
-                plan = infos[out_id].plan
-                needed = sorted({n for k in take for n in plan.neighbours(k)})
-                preds = [groups[out_id][n] for n in needed]
-                if out_id not in forks:
-                    forks[out_id] = writer.fork.remote(out_id)
-                ref = assemble.remote(boxes[out_id], take, needed, forks[out_id], *preds)
-                assembling[ref] = (out_id, len(take))
-                still = {n for k in keys for n in plan.neighbours(k)}
-                for n in needed:  # keep only what the chunks left in the group still need
-                    if n not in still:
-                        groups[out_id].pop(n, None)
-            chunks_ready[out_id] = keys
-            if not keys:
-                del chunks_ready[out_id]
-
-    def merged(ref: Any, out_id: str) -> None:
-        """Chunks are written and merged: count them; finish a scene after its last one."""
-        try:
-            notes = ray.get(ref)
-        except ray.exceptions.RayTaskError as e:
-            cause = _cause(e)
-            raise (cause if isinstance(cause, SarrayError) else ReplicaError(
-                f"scene {infos[out_id].scene_id!r}: a chunk could not be assembled: "
-                f"{str(cause).strip().splitlines()[-1][:300]}")) from None
-        s = summaries[out_id]
-        for note in notes:
-            if note["committed"]:
-                forks.pop(out_id, None)  # the next chunks take a fork of the new commit
-            s.chunks_written += 1
-            s.output_px += note["shape"][1] * note["shape"][2]
-            s.writes.append(note)
-        bar.update(len(notes))
-        left[out_id] -= len(notes)
-        if left[out_id] == 0:
-            s.status = ray.get(writer.finish.remote(out_id))
-            s.compute_s = time.perf_counter() - t0
-
-    # 3. Stream: keep every replica's slots full; chunks are assembled as their neighbours return.
     try:
-        for out_id in [o for o, n in left.items() if n == 0]:
-            summaries[out_id].status = ray.get(writer.finish.remote(out_id))
-        while queue or tile_calls or assembling or merges:
-            in_flight = (sum(n for _, n in assembling.values()) + sum(n for _, n in merges.values())
-                         + sum(len(k) for k in chunks_ready.values()))
-            while queue and pool.has_slot() and in_flight < max_assembling:
-                out_id, keys = queue.popleft()
-                i = pool.pick()
-                refs = pool.submit(i, boxes[out_id], keys, returns=1 + len(keys))
-                tile_calls[refs[0]] = _TileCall(out_id=out_id, keys=keys, actor=i, preds=refs[1:],
-                                                attempts=retries.pop((out_id, tuple(keys)), 0))
-            pending = [*tile_calls, *assembling, *merges]
-            ready, _ = ray.wait(pending, num_returns=1, fetch_local=False)
-            written: dict[str, list[Any]] = {}
-            for ref in ready:
-                if ref in tile_calls:
-                    tiles_back(ref, tile_calls.pop(ref))
-                elif ref in assembling:
-                    out_id, n = assembling.pop(ref)
-                    written.setdefault(out_id, []).append((ref, n))
-                else:
-                    merged(ref, merges.pop(ref)[0])
-            assemble_ready(final=not queue and not tile_calls)
-            for out_id, done in written.items():  # one merge call per output per round
-                merges[writer.merge_many.remote(out_id, [r for r, _ in done])] = (
-                    out_id, sum(n for _, n in done))
-    finally:
-        bar.close()
-        pool.shutdown()
-        try:  # every chunk merged so far is whole: commit it, a rerun resumes after it
-            ray.get(writer.flush_all.remote())
+        prepared = ray.get([writer.prepare.remote(sid) for sid in scene_ids])
+        summaries = {p.out_id: TranslateSummary(
+            source_scene=p.scene_id, out_scene=p.out_id, chunks_total=p.chunks_total,
+            status="exists" if p.info is None else "complete", replicas=config.replicas)
+            for p in prepared}
+        infos = {p.out_id: p.info for p in prepared if p.info is not None}
+        # 2. The pool, every model loaded before the first tile.
+        plan = plan_pool(config.replicas, config.device)
+        pool = ActorPool([start_actor(plan, config.replica_class, replica_cfg)
+                          for _ in range(plan.replicas)], slots=PREFETCH_BATCHES_PER_REPLICA)
+        bar = tqdm(total=sum(len(i.plan.todo) for i in infos.values()), unit="chunk",
+                   desc=f"translate x{config.scale}", file=sys.stderr, disable=not progress,
+                   dynamic_ncols=True)
+        try:
+            ray.get([a.ready.remote() for a in pool.actors])
+            # 3. Stream every scene through the pool, the assembly tasks and the writer.
+            Dispatcher(
+                pool=pool, writer=writer, assemble=assemble_remote(), infos=infos,
+                boxes={o: [ray.put(i)] for o, i in infos.items()},  # fetched once per worker
+                assembler=Assembler([i.plan for i in infos.values()], per_task=CHUNKS_PER_ASSEMBLY,
+                                    key_of=lambda p: p.out_id),
+                summaries=summaries, batch_size=config.batch_size, progress=bar.update,
+                max_chunks_in_flight=CHUNKS_IN_FLIGHT_PER_REPLICA * plan.replicas,
+            ).run()
         finally:
-            ray.kill(writer)
+            bar.close()
+            pool.shutdown()
+            # 4. Every chunk merged so far is whole: commit it, so a rerun resumes after it.
+            ray.get(writer.flush_all.remote())
+    finally:
+        ray.kill(writer)
     return [summaries[config.out_scene_for(sid)] for sid in scene_ids]
-
-
-def _batches(keys: list[tuple[int, int]], size: int) -> list[list[tuple[int, int]]]:
-    """Consecutive tile keys, ``size`` at a time."""
-    return [keys[i : i + size] for i in range(0, len(keys), size)]

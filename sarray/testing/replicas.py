@@ -38,6 +38,19 @@ class SpeckleReplica(IdentityReplica):
         return {**batch, "output": out}
 
 
+class SlowIdentityReplica(IdentityReplica):
+    """The identity at a fixed cost per tile (``SECONDS_PER_TILE``), like a model that keeps
+    its device busy: benchmarks measure whether replicas stay busy across scene boundaries."""
+
+    SECONDS_PER_TILE = 0.25
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import time
+
+        time.sleep(self.SECONDS_PER_TILE * len(batch["tiles"]))
+        return super().__call__(batch)
+
+
 class CrashOnceReplica(SpeckleReplica):
     """Kills its own process the first time it sees tile ``(1, 1)``, as a dying GPU worker would.
 

@@ -59,7 +59,8 @@ def test_reads_and_writes_run_on_other_nodes_and_match_one_node(tmp_path: Path) 
 
 
 def test_next_scene_starts_before_the_previous_one_finishes(tmp_path: Path) -> None:
-    """One queue for all scenes: replicas start on scene 2 while scene 1's chunks are written."""
+    """One queue for all scenes: the replica goes from scene 1's last tile straight to scene 2's
+    first, while scene 1's last chunks are still being written."""
     import ray
 
     tifs = [write_geotiff(tmp_path / f"q{i}_vv.tif", speckle_image((96, 128), seed=30 + i, looks=4))
@@ -69,9 +70,12 @@ def test_next_scene_starts_before_the_previous_one_finishes(tmp_path: Path) -> N
         ingest([t], a, IngestConfig(units="linear"))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        first, second = translate(a, ["q0_vv", "q1_vv"], TranslateConfig(**CFG), progress=False)
+        cfg = TranslateConfig(**{**CFG, "replica_class": "sarray.testing.replicas:SlowIdentityReplica"})
+        first, second = translate(a, ["q0_vv", "q1_vv"], cfg, progress=False)
     finally:
         ray.shutdown()
     last_write_first = max(w["t"] for w in first.writes)
     first_model_second = min(span[2] for span in second.model_spans)
+    last_model_first = max(span[3] for span in first.model_spans)
     assert first_model_second < last_write_first
+    assert first_model_second - last_model_first < 0.2  # less than one tile's model time idle
