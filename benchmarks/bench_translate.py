@@ -135,8 +135,10 @@ def rss_run(work: Path, size: int) -> dict:
     return {**json.loads(out.strip().splitlines()[-1]), "tree_pss_peak_mib": peak}
 
 
-def driver_run(work: Path, n_scenes: int, edge: int) -> dict:
-    """The issue's measure: driver CPU per output Mpx for one job of ``n_scenes`` scenes."""
+def driver_run(work: Path, n_scenes: int, edge: int,
+               replica: str = "sarray.testing.replicas:IdentityReplica") -> dict:
+    """The issue's measure: driver CPU per output Mpx for one job of ``n_scenes`` scenes (and,
+    with a replica of fixed cost per tile, whether replicas stay busy across scene boundaries)."""
     import ray
 
     from sarray.engine.translate import TranslateConfig, translate
@@ -150,7 +152,7 @@ def driver_run(work: Path, n_scenes: int, edge: int) -> dict:
         tif = write_geotiff(work / f"d{i}_vv.tif", speckle_image((edge, edge), seed=100 + i, looks=2))
         ingest([tif], arch, IngestConfig(units="linear"))
         ids.append(f"d{i}_vv")
-    cfg = TranslateConfig(scale=2, replica_class="sarray.testing.replicas:IdentityReplica")
+    cfg = TranslateConfig(scale=2, replica_class=replica)
     c0, w0 = time.process_time(), time.perf_counter()
     res = translate(arch, ids, cfg, progress=False)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
@@ -164,7 +166,7 @@ def driver_run(work: Path, n_scenes: int, edge: int) -> dict:
     gaps = []
     for a, b in zip(res, res[1:]):
         gaps.append(min(sp[2] for sp in b.model_spans) - max(sp[3] for sp in a.model_spans))
-    out = {"scenes": n_scenes, "edge_px": edge, "output_mpx": mpx, "driver_cpu_s": cpu,
+    out = {"replica": replica, "scenes": n_scenes, "edge_px": edge, "output_mpx": mpx, "driver_cpu_s": cpu,
            "driver_cpu_s_per_mpx": cpu / mpx, "wall_s": wall, "engine_mpx_s": mpx / wall,
            "replica_idle_share": 1 - busy / (replicas * (end - start)),
            "gap_between_scenes_s": gaps, "max_gap_between_scenes_s": max(gaps) if gaps else 0.0}
@@ -216,11 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.repeats):  # same Ray, warm: the cost of a job, not of a process
         driver[str(rep)] = driver_run(work, args.driver_scenes, 1024)
         print(f"driver run {rep}: {driver[str(rep)]['driver_cpu_s_per_mpx']:.4f} s/Mpx", file=sys.stderr)
+    slow = driver_run(work, args.driver_scenes, 1024, "sarray.testing.replicas:SlowIdentityReplica")
     ray.shutdown()
     drv = {"runs": list(driver.values()),
            "driver_cpu_s_per_mpx_median": median(d["driver_cpu_s_per_mpx"] for d in driver.values()),
            "engine_mpx_s_median": median(d["engine_mpx_s"] for d in driver.values()),
-           "replica_idle_share_median": median(d["replica_idle_share"] for d in driver.values())}
+           # With a replica of fixed cost per tile (the model is the bottleneck, as on GPUs):
+           "fixed_cost_replica": slow,
+           "replica_idle_share_fixed_cost": slow["replica_idle_share"],
+           "max_gap_between_scenes_s_fixed_cost": slow["max_gap_between_scenes_s"]}
 
     rss = {str(size): rss_run(work, size) for size in args.rss_sizes}
     small, large = (str(v) for v in args.rss_sizes)

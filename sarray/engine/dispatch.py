@@ -4,8 +4,8 @@ Three kinds of call are in flight, all answered by small values:
 
 - tile calls on the replica pool: an ack (pid, node, model times) per batch, the predictions
   staying in the object store;
-- assembly tasks (:func:`sarray.engine.work.assemble_chunks`): each returns a fork with its
-  chunks written, which goes straight to the writer;
+- assembler calls (:func:`sarray.engine.work.assemble_chunks` on an assembler actor): each
+  returns a fork with its chunks written, which goes straight to the writer;
 - merge calls on the job's :class:`~sarray.engine.output.OutputWriter`: the chunks' notes.
 
 Backpressure: the pool's slots bound the tiles on the replicas, and ``max_chunks_in_flight``
@@ -54,7 +54,7 @@ class Dispatcher:
     Args:
         pool: the :class:`~sarray.engine.pool.ActorPool`.
         writer: the job's ``OutputWriter`` actor.
-        assemble: the assembly Ray task.
+        assemble: the :class:`~sarray.engine.pool.AssemblerPool`.
         infos: each output's ``SceneInfo``; ``boxes`` the same as object refs.
         assembler: the pure bookkeeping of ready chunks.
         summaries: each output's summary, updated as work returns.
@@ -99,6 +99,7 @@ class Dispatcher:
                     self._tiles_back(ref, self.tile_calls.pop(ref))
                 elif ref in self.assembling:
                     out_id, n = self.assembling.pop(ref)
+                    self.assemble.done(ref)
                     written.setdefault(out_id, []).append((ref, n))
                 elif ref in self.merges:
                     self._merged(ref, self.merges.pop(ref)[0])
@@ -156,7 +157,8 @@ class Dispatcher:
     def _assemble(self) -> None:
         """Send ready chunks to assembly tasks (partial groups once an output gets no more tiles)."""
         fed = {c.out_id for c in self.tile_calls.values()} | {o for o, _ in self.queue}
-        for b in self.assembler.batches(flush=set(self.infos) - fed):
+        # The job's last chunks go one per call, so that every assembler takes a share.
+        for b in self.assembler.batches(flush=set(self.infos) - fed, per_task=None if fed else 1):
             if b.out_id not in self.forks:
                 self.forks[b.out_id] = self.writer.fork.remote(b.out_id)
             ref = self.assemble.remote(self.boxes[b.out_id], list(b.keys), list(b.tile_keys),

@@ -125,16 +125,18 @@ class Assembler:
                 self._waiting.discard(ck)
                 self._ready.setdefault(sid, []).append(n)
 
-    def batches(self, flush: bool | set[str] = False) -> list[AssemblyBatch]:
-        """Ready chunks as tasks: full groups of ``per_task``; partial groups too for the
-        outputs in ``flush`` (or every output if ``flush`` is True), which get no more tiles."""
+    def batches(self, flush: bool | set[str] = False, per_task: int | None = None) -> list[AssemblyBatch]:
+        """Ready chunks as tasks: full groups of ``per_task`` (default: the assembler's);
+        partial groups too for the outputs in ``flush`` (or every output if ``flush`` is True),
+        which get no more tiles."""
+        size = per_task or self.per_task
         out = []
         for sid in list(self._ready):
             keys = sorted(self._ready[sid])
             plan = self.plans[sid]
-            while keys and (len(keys) >= self.per_task or flush is True or
+            while keys and (len(keys) >= size or flush is True or
                             (isinstance(flush, set) and sid in flush)):
-                take, keys = keys[: self.per_task], keys[self.per_task :]
+                take, keys = keys[:size], keys[size:]
                 tile_keys = tuple(sorted({n for k in take for n in plan.neighbours(k)}))
                 out.append(AssemblyBatch(out_id=sid, keys=tuple(take), tile_keys=tile_keys,
                                          predictions=tuple(self.predictions[(sid, *n)] for n in tile_keys)))

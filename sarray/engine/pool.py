@@ -36,6 +36,13 @@ class ReplicaActor:
         from sarray.models.replica import ReplicaConfig
 
         self.replica = import_object(replica_class)(ReplicaConfig.from_dict(replica_config))
+        import icechunk  # noqa: F401  (the read stack, imported while the model loads)
+        import xarray  # noqa: F401
+        import zarr  # noqa: F401
+
+        import sarray.archive.store  # noqa: F401
+        import sarray.engine.work  # noqa: F401
+
         self.pid = os.getpid()
         import ray
 
@@ -120,8 +127,9 @@ def plan_pool(replicas: int, device: str) -> PoolPlan:
     # are more cores than replicas.
     per = max(1, (cpus - 1) // replicas) if cpus > replicas else 1
     # With as many replicas as cores, the actors take a little less than a core each, so that
-    # the assembly tasks (ASSEMBLE_NUM_CPUS) can still be scheduled.
-    slots = min(float(per), (cpus - 2 * ASSEMBLE_NUM_CPUS) / replicas)
+    # the assemblers (ASSEMBLE_NUM_CPUS each) can still be placed.
+    n_asm = max(MIN_ASSEMBLERS, replicas)
+    slots = min(float(per), (cpus - n_asm * ASSEMBLE_NUM_CPUS) / replicas)
     return PoolPlan(replicas, 0.0, slots, per, "cpu")
 
 
@@ -188,18 +196,77 @@ class ActorPool:
             ray.kill(a)
 
 
-# Assembly tasks are light (blend + one chunk write): one CPU slot each, retried by Ray if the
-# worker dies (the write goes into a fork, so a retry rewrites the same chunk in a new fork).
+# Assemblers are light (blend + chunk writes): a quarter of a CPU slot each. They are actors,
+# not tasks, so that their worker processes (imports, cached scene datasets) live as long as
+# the job: Ray stops idle task workers after a second, and a new one costs a process start and
+# the imports of xarray, zarr and Icechunk right when the job's last chunks wait for it.
 ASSEMBLE_NUM_CPUS = 0.25
-ASSEMBLE_MAX_RETRIES = 3
+# At least this many assemblers, and one per replica beyond.
+MIN_ASSEMBLERS = 2
 
 
-def assemble_remote() -> Any:
-    """``sarray.engine.work.assemble_chunks`` as a Ray task."""
-    from sarray.engine.work import assemble_chunks
+class AssemblerActor:
+    """Blends and writes chunks (:func:`sarray.engine.work.assemble_chunks`) in a Ray worker."""
 
-    return _remote(assemble_chunks).options(num_cpus=ASSEMBLE_NUM_CPUS,
-                                           max_retries=ASSEMBLE_MAX_RETRIES)
+    def ready(self) -> int:
+        import sarray.engine.work  # noqa: F401  (imports done before the first chunk)
+        import sarray.stitch.blend  # noqa: F401
+        import sarray.stitch.writer  # noqa: F401
+
+        return os.getpid()
+
+    def warm(self, info_box: list[Any]) -> None:
+        """Fetch a scene's info and open its dataset before its first chunk arrives."""
+        from sarray.engine.work import scene_dataset, scene_info
+
+        info = scene_info(info_box)
+        if info.consistency == "multilook":
+            scene_dataset(info.archive_url, info.scene_id, info.snapshot)
+
+    def assemble(self, info_box: list[Any], keys: list[tuple[int, int]],
+                 tile_keys: list[tuple[int, int]], fork: Any, *predictions: Any) -> Any:
+        from sarray.engine.work import assemble_chunks
+
+        return assemble_chunks(info_box, keys, tile_keys, fork, *predictions)
+
+
+class AssemblerPool:
+    """The job's assemblers; each call goes to the one with the fewest calls in flight."""
+
+    def __init__(self, n: int) -> None:
+        cls = _remote(AssemblerActor)
+        self.actors = [cls.options(num_cpus=ASSEMBLE_NUM_CPUS, max_restarts=ACTOR_MAX_RESTARTS,
+                                   max_task_retries=ACTOR_MAX_TASK_RETRIES).remote()
+                       for _ in range(n)]
+        self.load = [0] * n
+        self._owner: dict[Any, int] = {}
+        self._next = 0
+
+    def ready(self) -> list[Any]:
+        return [a.ready.remote() for a in self.actors]
+
+    def warm(self, info_box: list[Any]) -> None:
+        """Every assembler opens the scene it will see first (not waited for)."""
+        for a in self.actors:
+            a.warm.remote(info_box)
+
+    def remote(self, *args: Any) -> Any:
+        n = len(self.actors)  # the least loaded, ties taken in turn (every assembler stays warm)
+        i = min(((self._next + k) % n for k in range(n)), key=self.load.__getitem__)
+        self._next = (i + 1) % n
+        ref = self.actors[i].assemble.remote(*args)
+        self.load[i] += 1
+        self._owner[ref] = i
+        return ref
+
+    def done(self, ref: Any) -> None:
+        self.load[self._owner.pop(ref)] -= 1
+
+    def shutdown(self) -> None:
+        import ray
+
+        for a in self.actors:
+            ray.kill(a)
 
 
 def start_writer(archive_url: str, out_url: str, config: dict[str, Any],

@@ -313,7 +313,14 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
 
     from sarray.engine.dispatch import Dispatcher
     from sarray.engine.plan import Assembler
-    from sarray.engine.pool import ActorPool, assemble_remote, plan_pool, start_actor, start_writer
+    from sarray.engine.pool import (
+        MIN_ASSEMBLERS,
+        ActorPool,
+        AssemblerPool,
+        plan_pool,
+        start_actor,
+        start_writer,
+    )
 
     # 1. The job's output writer plans every scene (outputs created, or reopened to resume).
     writer = start_writer(arch.url, out_arch.url, config.to_dict(), _provenance(arch, config, replica_cfg))
@@ -328,15 +335,19 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
         plan = plan_pool(config.replicas, config.device)
         pool = ActorPool([start_actor(plan, config.replica_class, replica_cfg)
                           for _ in range(plan.replicas)], slots=PREFETCH_BATCHES_PER_REPLICA)
+        assemblers = AssemblerPool(max(MIN_ASSEMBLERS, plan.replicas))
         bar = tqdm(total=sum(len(i.plan.todo) for i in infos.values()), unit="chunk",
                    desc=f"translate x{config.scale}", file=sys.stderr, disable=not progress,
                    dynamic_ncols=True)
         try:
-            ray.get([a.ready.remote() for a in pool.actors])
+            ray.get([a.ready.remote() for a in pool.actors] + assemblers.ready())
+            boxes = {o: [ray.put(i)] for o, i in infos.items()}  # fetched once per worker
+            if boxes:
+                assemblers.warm(next(iter(boxes.values())))
             # 3. Stream every scene through the pool, the assembly tasks and the writer.
             Dispatcher(
-                pool=pool, writer=writer, assemble=assemble_remote(), infos=infos,
-                boxes={o: [ray.put(i)] for o, i in infos.items()},  # fetched once per worker
+                pool=pool, writer=writer, assemble=assemblers, infos=infos,
+                boxes=boxes,
                 assembler=Assembler([i.plan for i in infos.values()], per_task=CHUNKS_PER_ASSEMBLY,
                                     key_of=lambda p: p.out_id),
                 summaries=summaries, batch_size=config.batch_size, progress=bar.update,
@@ -345,6 +356,7 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
         finally:
             bar.close()
             pool.shutdown()
+            assemblers.shutdown()
             # 4. Every chunk merged so far is whole: commit it, so a rerun resumes after it.
             ray.get(writer.flush_all.remote())
     finally:

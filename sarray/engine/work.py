@@ -132,6 +132,7 @@ def assemble_chunks(info_box: list[Any], keys: list[tuple[int, int]],
     from sarray.archive.write import block_stats
     from sarray.stitch.writer import write_chunk_into
 
+    started = time.time()
     info = scene_info(info_box)
     by_key = dict(zip(tile_keys, predictions))
     notes = []
@@ -142,7 +143,8 @@ def assemble_chunks(info_box: list[Any], keys: list[tuple[int, int]],
         region = info.plan.tiles[key].chunk
         write_chunk_into(fork, key, region, values, stats)
         notes.append({"out_id": info.out_id, "key": key, "region": region,
-                      "shape": tuple(values.shape), "node": node, "pid": pid, "t": time.time()})
+                      "shape": tuple(values.shape), "node": node, "pid": pid, "t": time.time(),
+                      "task_start": started})
     return fork, notes
 
 

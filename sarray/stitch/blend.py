@@ -40,11 +40,15 @@ class Prediction:
     values: np.ndarray  # (P, h, w) float32, NaN = no data
     wy: np.ndarray  # (h,) float64
     wx: np.ndarray  # (w,) float64
-    mean: np.ndarray = None  # type: ignore[assignment]  # (P, h, w) float32, local mean
+    mean: np.ndarray | None = None  # (P, h, w) float32 local mean; None: computed where used
 
-    def __post_init__(self) -> None:
-        if self.mean is None:
-            self.mean = local_mean(self.values, MEAN_PX).astype(np.float32)
+    def mean_at(self, ys: slice, xs: slice) -> np.ndarray:
+        """The local mean over rows ``ys`` and columns ``xs`` of this prediction. Computed on
+        that window only (a chunk uses a small part of each neighbour's prediction), and equal
+        to the same pixels of the whole prediction's local mean bit for bit."""
+        if self.mean is not None:
+            return self.mean[:, ys, xs]
+        return local_mean_window(self.values, ys, xs, MEAN_PX)
 
     @property
     def weights(self) -> np.ndarray:
@@ -59,19 +63,51 @@ class Prediction:
         ys = slice(y0 - self.region[0], y1 - self.region[0])
         xs = slice(x0 - self.region[2], x1 - self.region[2])
         return Prediction((y0, y1, x0, x1), self.values[:, ys, xs].copy(), self.wy[ys].copy(),
-                          self.wx[xs].copy(), self.mean[:, ys, xs].copy())
+                          self.wx[xs].copy(), np.array(self.mean_at(ys, xs), copy=True))
+
+
+def _reflect(idx: np.ndarray, n: int) -> np.ndarray:
+    """Indices mirrored at the edges (``d c b a | a b c d | d c b a``, scipy's "reflect")."""
+    idx = np.where(idx < 0, -idx - 1, idx)
+    return np.where(idx >= n, 2 * n - idx - 1, idx)
+
+
+def _box_sum(a: np.ndarray, size: int) -> np.ndarray:
+    """Sums over ``size`` x ``size`` windows of ``a`` (P, h + size - 1, w + size - 1), added in a
+    fixed order per pixel: the same bits whatever window of a larger array is summed."""
+    ny, nx = a.shape[1] - size + 1, a.shape[2] - size + 1
+    sx = a[:, :, 0:nx].copy()
+    for k in range(1, size):
+        sx += a[:, :, k : k + nx]
+    sy = sx[:, 0:ny].copy()
+    for k in range(1, size):
+        sy += sx[:, k : k + ny]
+    return sy
+
+
+def local_mean_window(values: np.ndarray, ys: slice, xs: slice, size: int) -> np.ndarray:
+    """NaN-aware box mean over ``size`` x ``size`` pixels (reflecting edges), per band, at rows
+    ``ys`` and columns ``xs`` of ``values`` only."""
+    r = size // 2
+    h, w = values.shape[1:]
+    y0, y1, _ = ys.indices(h)
+    x0, x1, _ = xs.indices(w)
+    rows = _reflect(np.arange(y0 - r, y1 + r), h)
+    cols = _reflect(np.arange(x0 - r, x1 + r), w)
+    win = values[:, rows][:, :, cols]
+    valid = np.isfinite(win)
+    filled = np.where(valid, win, 0.0).astype(np.float64)
+    num = _box_sum(filled, size)
+    if valid.all():
+        return (num / float(size * size)).astype(np.float32)
+    den = _box_sum(valid.astype(np.float64), size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.maximum(den, 1e-12), np.nan).astype(np.float32)
 
 
 def local_mean(values: np.ndarray, size: int) -> np.ndarray:
     """NaN-aware box mean over ``size`` x ``size`` pixels, per band (reflecting edges)."""
-    from scipy.ndimage import uniform_filter
-
-    valid = np.isfinite(values)
-    filled = np.where(valid, values, 0.0).astype(np.float64)
-    num = uniform_filter(filled, size=(1, size, size), mode="reflect")
-    den = uniform_filter(valid.astype(np.float64), size=(1, size, size), mode="reflect")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.maximum(den, 1e-12), np.nan)
+    return local_mean_window(values, slice(None), slice(None), size)
 
 
 def _crop(p: Prediction, region: tuple[int, int, int, int]) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
@@ -144,7 +180,7 @@ def blend_region(region: tuple[int, int, int, int], preds: list[Prediction]) -> 
         x = np.full((n_p, h, w), np.nan)
         m = np.full((n_p, h, w), np.nan)
         x[(slice(None), *into)] = p.values[(slice(None), *frm)]
-        m[(slice(None), *into)] = p.mean[(slice(None), *frm)]
+        m[(slice(None), *into)] = p.mean_at(*frm)
         parts.append((x, m, wt))
     if not parts:
         return np.full((n_p, h, w), np.nan, np.float32)

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from sarray.archive.location import Location
 from sarray.archive.store import Archive
 from sarray.cli import app
+from sarray.ingest.config import IngestConfig
 from sarray.ingest.run import ingest
 from sarray.testing.s3 import TEST_KEY_ID, TEST_SECRET
 from sarray.testing.scenes import speckle_image, write_geotiff
@@ -134,3 +135,30 @@ def test_bad_archive_urls_are_refused() -> None:
         with pytest.raises(ConfigError, match=msg):
             Location.parse(bad)
     assert Location.parse("s3://b/x/A.zarr/").url == "s3://b/x/A.zarr"
+
+
+def test_translate_resumes_on_s3_to_the_uninterrupted_result(s3_archive: str, tmp_path: Path) -> None:
+    """A time-boxed run (--max-chunks) leaves an unfinished output on S3; the rerun completes
+    it from its last commit, equal to a run that was never stopped."""
+    import ray
+
+    from sarray.engine.translate import TranslateConfig, translate
+
+    ingest([write_geotiff(tmp_path / "r_vv.tif", speckle_image((96, 128), seed=8, looks=4))],
+           s3_archive, IngestConfig(units="linear"))
+    base = dict(model="tiny-random", scale=2, chunk_px=32, halo_px=4,
+                replica_class="sarray.testing.replicas:SpeckleReplica")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        (part,) = translate(s3_archive, ["r_vv"], TranslateConfig(out_scene="resumed", max_chunks=20, **base),
+                            progress=False)
+        assert part.status == "partial" and part.chunks_written == 20
+        assert not Archive(s3_archive).has_scene("resumed")
+        (rest,) = translate(s3_archive, ["r_vv"], TranslateConfig(out_scene="resumed", **base), progress=False)
+        assert rest.status == "complete" and rest.chunks_written == 48 - 20
+        (once,) = translate(s3_archive, ["r_vv"], TranslateConfig(out_scene="straight", **base), progress=False)
+    finally:
+        ray.shutdown()
+    a = Archive(s3_archive)
+    np.testing.assert_array_equal(a.open_scene("resumed")["backscatter"].values,
+                                  a.open_scene("straight")["backscatter"].values)

@@ -47,3 +47,19 @@ def test_cropping_a_prediction_does_not_change_the_blend() -> None:
     whole = blend_chunk((0, 64, 40, 96), preds)
     cropped = [p.crop((0, 64, 40, 96)) for p in preds]
     np.testing.assert_array_equal(blend_chunk((0, 64, 40, 96), cropped), whole)
+
+
+def test_windowed_local_mean_equals_the_whole_one_bit_for_bit() -> None:
+    """A chunk computes its neighbours' local means only where it uses them: the same bits as
+    the whole prediction's local mean, at the edges (reflected) and with NaNs too."""
+    from sarray.stitch.blend import MEAN_PX, local_mean, local_mean_window
+
+    rng = np.random.default_rng(3)
+    v = rng.exponential(1.0, (2, 80, 96)).astype(np.float32)
+    v[1, 10:14, 20:30] = np.nan
+    whole = local_mean(v, MEAN_PX)
+    for ys, xs in [(slice(0, 20), slice(0, 96)), (slice(30, 80), slice(70, 96)),
+                   (slice(5, 17), slice(18, 33)), (slice(79, 80), slice(0, 1))]:
+        np.testing.assert_array_equal(local_mean_window(v, ys, xs, MEAN_PX), whole[:, ys, xs])
+    finite = np.isfinite(whole[0])
+    assert np.allclose(whole[0][finite].mean(), v[0].mean(), rtol=0.02)
