@@ -109,7 +109,7 @@ def _record(src: SceneSource, checksum: str, shape: tuple[int, int, int],
     if g.transform is not None:
         bbox = bbox_from_transform(g.transform, g.crs_wkt, shape[1:])
     elif g.gcps:
-        bbox = bbox_from_gcps(g.gcps, g.crs_wkt)
+        bbox = bbox_from_gcps(g.gcps, g.crs_wkt, shape[1:])
     else:
         bbox = None
     return SceneRecord(

@@ -150,15 +150,37 @@ def bbox_from_transform(
 
 
 def bbox_from_gcps(
-    gcps: tuple[tuple[float, ...], ...], crs_wkt: str
+    gcps: tuple[tuple[float, ...], ...], crs_wkt: str, shape: tuple[int, int] | None = None
 ) -> tuple[float, float, float, float]:
-    """Lon/lat bounding box of a set of GCPs."""
+    """Lon/lat bounding box of a scene georeferenced by GCPs.
+
+    With ``shape`` (the scene's rows and columns), the box is that of the scene's own pixels:
+    lon/lat are interpolated from the GCPs (linear over their triangulation, nearest outside
+    it) along the scene's four edges. A window or burst of a swath keeps the swath's whole
+    geolocation grid, so the box of every GCP would be the swath's, up to ~100 km away.
+    """
     from rasterio.warp import transform as warp_transform
 
     xs = [g[2] for g in gcps]
     ys = [g[3] for g in gcps]
-    lon, lat = warp_transform(crs_wkt, "EPSG:4326", xs, ys)
-    return (float(min(lon)), float(min(lat)), float(max(lon)), float(max(lat)))
+    lon, lat = (np.asarray(v, dtype=np.float64) for v in warp_transform(crs_wkt, "EPSG:4326", xs, ys))
+    if shape is None or len(gcps) < 3:
+        return (float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max()))
+    from scipy.interpolate import griddata
+
+    h, w = shape
+    t = np.linspace(0.0, 1.0, 17)
+    edge = np.concatenate([np.stack([t * h, np.zeros_like(t)], 1), np.stack([t * h, np.full_like(t, w)], 1),
+                           np.stack([np.zeros_like(t), t * w], 1), np.stack([np.full_like(t, h), t * w], 1)])
+    pts = np.array([(g[0], g[1]) for g in gcps], dtype=np.float64)
+    out = []
+    for v in (lon, lat):
+        val = griddata(pts, v, edge, method="linear")
+        miss = ~np.isfinite(val)
+        if miss.any():
+            val[miss] = griddata(pts, v, edge[miss], method="nearest")
+        out.append(val)
+    return (float(out[0].min()), float(out[1].min()), float(out[0].max()), float(out[1].max()))
 
 
 def spacing_from_gcps(

@@ -79,7 +79,7 @@ def plan(
 @app.command("prepare-data")
 def prepare_data(
     data: Path = typer.Option(..., "--data", help="The shared data folder (umbra/, airborne/)."),
-    archive: Path = typer.Option(..., "--archive", "-a", help="Archive to create or extend."),
+    archive: str = typer.Option(..., "--archive", "-a", help="Archive to create or extend (path or s3://)."),
 ) -> None:
     """Ingest the real high-resolution training scenes (Umbra, SpaceNet 6, UAVSAR, MSTAR).
 

@@ -272,3 +272,23 @@ def test_each_chunk_is_written_exactly_once_whole(ray_local, arch: Path) -> None
         assert (y0, x0) == (i * 128, j * 128)  # aligned on the output chunk grid
         assert shape[1:] == (y1 - y0, x1 - x0) and y1 - y0 <= 128 and x1 - x0 <= 128
         assert w["pid"] != os.getpid()  # written on a worker
+
+
+def test_damaged_input_chunk_stops_translate_naming_it(ray_local, tmp_path: Path) -> None:
+    """A corrupt input chunk is not a NaN tile in a 'complete' output: the job stops with the
+    chunk's name, read on the replica that needed it, and nothing is catalogued."""
+    from sarray.archive.layout import ArchiveLayout
+    from sarray.errors import ChunkError
+
+    tif = write_geotiff(tmp_path / "d_vv.tif", speckle_image((128, 192), seed=9, looks=4))
+    a = tmp_path / "a.zarr"
+    ingest([tif], a, IngestConfig(units="linear", layout=ArchiveLayout(chunk_px=64)))
+    chunk = sorted((a / "scenes").glob("d_vv.*/chunks/*"))[2]
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    chunk.write_bytes(bytes(raw))
+    cfg = TranslateConfig(model="tiny-random", out_scene="d_out", scale=2, chunk_px=64, halo_px=4,
+                          replica_class=f"{REPLICAS}:IdentityReplica")
+    with pytest.raises(ChunkError, match=r"scene d_vv, backscatter chunk \(0, \d, \d\): checksum mismatch"):
+        translate(a, ["d_vv"], cfg, progress=False)
+    assert not Archive(a).has_scene("d_out")
