@@ -17,8 +17,10 @@ Writes ``benchmarks/results/bench_translate.json`` and ``.png``.
    shared page counted once), sampled every 0.2 s, and whether Ray spilled objects to disk.
 3. The driver. One job of several 1024^2 scenes translated x2 with the identity replica, Ray
    started first (the issue's measure): driver CPU seconds per output Mpx
-   (``time.process_time`` around ``translate``), engine Mpx/s, and the replicas' idle share
-   (1 - model-busy time / (replicas x span)), overall and in the windows between scenes.
+   (``time.process_time`` around ``translate``), in this process after the jobs above (warm)
+   and in fresh processes (each starts Ray, then runs one job); engine Mpx/s; and, with a
+   replica of fixed cost per tile, the replicas' idle share (1 - model-busy time / (replicas x
+   span)) and the gaps between one scene's last model call and the next scene's first.
 """
 
 from __future__ import annotations
@@ -135,11 +137,30 @@ def rss_run(work: Path, size: int) -> dict:
     return {**json.loads(out.strip().splitlines()[-1]), "tree_pss_peak_mib": peak}
 
 
+_COLD_CHILD = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, {bench!r})
+import ray
+from bench_translate import driver_run
+ray.init(num_cpus={cpus}, include_dashboard=False, log_to_driver=False, configure_logging=False)
+print(json.dumps(driver_run(Path({work!r}), {n}, 1024)))
+ray.shutdown()
+"""
+
+
+def driver_cold(work: Path, n_scenes: int) -> dict:
+    """The issue's measure exactly: a fresh process, ``ray.init()`` first, then one job."""
+    code = _COLD_CHILD.format(bench=str(Path(__file__).resolve().parent), cpus=os.cpu_count(),
+                              work=str(work), n=n_scenes)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def driver_run(work: Path, n_scenes: int, edge: int,
                replica: str = "sarray.testing.replicas:IdentityReplica") -> dict:
     """The issue's measure: driver CPU per output Mpx for one job of ``n_scenes`` scenes (and,
     with a replica of fixed cost per tile, whether replicas stay busy across scene boundaries)."""
-    import ray
 
     from sarray.engine.translate import TranslateConfig, translate
     from sarray.ingest.config import IngestConfig
@@ -227,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
            "fixed_cost_replica": slow,
            "replica_idle_share_fixed_cost": slow["replica_idle_share"],
            "max_gap_between_scenes_s_fixed_cost": slow["max_gap_between_scenes_s"]}
+
+    cold = [driver_cold(work, args.driver_scenes) for _ in range(args.repeats)]
+    for c in cold:
+        print(f"driver, fresh process: {c['driver_cpu_s_per_mpx']:.4f} s/Mpx", file=sys.stderr)
+    drv["fresh_process_runs"] = cold
+    drv["driver_cpu_s_per_mpx_fresh_process_median"] = median(c["driver_cpu_s_per_mpx"] for c in cold)
 
     rss = {str(size): rss_run(work, size) for size in args.rss_sizes}
     small, large = (str(v) for v in args.rss_sizes)
