@@ -43,6 +43,19 @@ def ray_cause(e: BaseException) -> BaseException:
     return e
 
 
+def get(refs: Any) -> Any:
+    """``ray.get``, with a SarrayError raised on a worker re-raised as itself (one line)."""
+    import ray
+
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as e:
+        cause = ray_cause(e)
+        if isinstance(cause, SarrayError):
+            raise cause from None
+        raise
+
+
 def _last_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[-1][:300] if text else type(e).__name__
@@ -105,7 +118,7 @@ class Dispatcher:
                     self._merged(ref, self.merges.pop(ref)[0])
                 else:
                     out_id = self.finishing.pop(ref)
-                    self.summaries[out_id].status = ray.get(ref)
+                    self.summaries[out_id].status = get(ref)
             self._assemble()
             for out_id, done in written.items():  # one merge call per output per round
                 self.merges[self.writer.merge_many.remote(out_id, [r for r, _ in done])] = (

@@ -311,7 +311,7 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
     import ray
     from tqdm.auto import tqdm
 
-    from sarray.engine.dispatch import Dispatcher
+    from sarray.engine.dispatch import Dispatcher, get
     from sarray.engine.plan import Assembler
     from sarray.engine.pool import (
         MIN_ASSEMBLERS,
@@ -325,7 +325,7 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
     # 1. The job's output writer plans every scene (outputs created, or reopened to resume).
     writer = start_writer(arch.url, out_arch.url, config.to_dict(), _provenance(arch, config, replica_cfg))
     try:
-        prepared = ray.get([writer.prepare.remote(sid) for sid in scene_ids])
+        prepared = get([writer.prepare.remote(sid) for sid in scene_ids])
         summaries = {p.out_id: TranslateSummary(
             source_scene=p.scene_id, out_scene=p.out_id, chunks_total=p.chunks_total,
             status="exists" if p.info is None else "complete", replicas=config.replicas)
@@ -340,7 +340,7 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
                    desc=f"translate x{config.scale}", file=sys.stderr, disable=not progress,
                    dynamic_ncols=True)
         try:
-            ray.get([a.ready.remote() for a in pool.actors] + assemblers.ready())
+            get([a.ready.remote() for a in pool.actors] + assemblers.ready())
             boxes = {o: [ray.put(i)] for o, i in infos.items()}  # fetched once per worker
             if boxes:
                 assemblers.warm(next(iter(boxes.values())))
@@ -358,7 +358,7 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
             pool.shutdown()
             assemblers.shutdown()
             # 4. Every chunk merged so far is whole: commit it, so a rerun resumes after it.
-            ray.get(writer.flush_all.remote())
+            get(writer.flush_all.remote())
     finally:
         ray.kill(writer)
     return [summaries[config.out_scene_for(sid)] for sid in scene_ids]

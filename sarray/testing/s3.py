@@ -36,9 +36,7 @@ class S3Server:
                 "AWS_ALLOW_HTTP": "true"}
 
     def create_bucket(self, name: str) -> str:
-        """Create a bucket; returns ``s3://name``."""
-        from obstore.store import S3Store  # noqa: F401  (fails early if obstore is missing)
-
+        """Create a bucket (a plain S3 ``PUT /bucket``); returns ``s3://name``."""
         req = urllib.request.Request(f"{self.endpoint}/{name}", method="PUT")
         urllib.request.urlopen(req, timeout=10).read()
         return f"s3://{name}"

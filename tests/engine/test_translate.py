@@ -292,3 +292,21 @@ def test_damaged_input_chunk_stops_translate_naming_it(ray_local, tmp_path: Path
     with pytest.raises(ChunkError, match=r"scene d_vv, backscatter chunk \(0, \d, \d\): checksum mismatch"):
         translate(a, ["d_vv"], cfg, progress=False)
     assert not Archive(a).has_scene("d_out")
+
+
+def test_unfinished_output_with_other_settings_is_one_clear_error(ray_local, arch: Path) -> None:
+    """The writer actor's refusal reaches the caller as the ArchiveError itself (one line, no
+    remote traceback); --restart discards the unfinished output and goes on."""
+    from sarray.errors import ArchiveError
+
+    base = dict(model="tiny-random", out_scene="clash", scale=4, chunk_px=128, halo_px=8,
+                replica_class=f"{REPLICAS}:IdentityReplica")
+    (s,) = translate(arch, ["smooth_vv"], TranslateConfig(max_chunks=3, **base), progress=False)
+    assert s.status == "partial"
+    with pytest.raises(ArchiveError) as err:
+        translate(arch, ["smooth_vv"], TranslateConfig(seed=7, **base), progress=False)
+    assert "other settings" in str(err.value) and len(str(err.value).splitlines()) == 1
+    assert type(err.value) is ArchiveError
+    (s,) = translate(arch, ["smooth_vv"], TranslateConfig(seed=7, on_unfinished="restart", **base),
+                     progress=False)
+    assert s.status == "complete"
