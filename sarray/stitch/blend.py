@@ -167,7 +167,7 @@ def blend_region(region: tuple[int, int, int, int], preds: list[Prediction]) -> 
     """Blend the predictions over one rectangle (one ρ per pair, measured over it)."""
     n_p = preds[0].values.shape[0]
     h, w = region[1] - region[0], region[3] - region[2]
-    parts = []
+    cuts = []
     for p in preds:
         cut = _crop(p, region)
         if cut is None:
@@ -175,17 +175,22 @@ def blend_region(region: tuple[int, int, int, int], preds: list[Prediction]) -> 
         into, frm = cut
         wt = np.zeros((h, w))
         wt[into] = np.outer(p.wy[frm[0]], p.wx[frm[1]])
-        if not wt.any():
-            continue
+        if wt.any():
+            cuts.append((p, into, frm, wt))
+    if not cuts:
+        return np.full((n_p, h, w), np.nan, np.float32)
+    if len(cuts) == 1:  # one prediction covers the rectangle: nothing to blend (no local mean)
+        p, into, frm, _ = cuts[0]
+        out1 = np.full((n_p, h, w), np.nan, np.float32)
+        out1[(slice(None), *into)] = p.values[(slice(None), *frm)]
+        return out1
+    parts = []
+    for p, into, frm, wt in cuts:
         x = np.full((n_p, h, w), np.nan)
         m = np.full((n_p, h, w), np.nan)
         x[(slice(None), *into)] = p.values[(slice(None), *frm)]
         m[(slice(None), *into)] = p.mean_at(*frm)
         parts.append((x, m, wt))
-    if not parts:
-        return np.full((n_p, h, w), np.nan, np.float32)
-    if len(parts) == 1:
-        return parts[0][0].astype(np.float32)
 
     out = np.empty((n_p, h, w), np.float32)
     for b in range(n_p):
