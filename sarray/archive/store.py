@@ -111,6 +111,7 @@ class Archive:
     def __init__(self, url: str | os.PathLike[str] | Location) -> None:
         self.location = Location.parse(url)
         self._catalog: Catalog | None = None
+        self._made_root = False  # this handle created the local folder (removed if left empty)
 
     def __reduce__(self) -> tuple[Any, ...]:  # pickles as its URL (no client, no secret)
         return (Archive, (self.location,))
@@ -307,6 +308,8 @@ class Archive:
         import icechunk
 
         validate_scene_id(scene_id)
+        if self.location.is_local and not self.location.local_path.exists():
+            self._made_root = True
         location = location or f"{scene_id}.{uuid.uuid4().hex[:12]}"
         intent = {"scene_id": scene_id, "location": location, "kind": kind,
                   "host": socket.gethostname(), "pid": os.getpid(), "created_s": time.time()}
@@ -355,7 +358,7 @@ class Archive:
             for sub in (root / PENDING_DIR, root / SCENES_GROUP):
                 with contextlib.suppress(OSError):
                     sub.rmdir()
-            if not self.exists():
+            if not self.exists() and self._made_root:
                 with contextlib.suppress(OSError):
                     (root / LOCK_NAME).unlink()
                 with contextlib.suppress(OSError):
