@@ -139,11 +139,6 @@ def sanitize_scene_id(stem: str) -> str:
     return validate_scene_id(cleaned[:128])
 
 
-def scene_path(scene_id: str) -> str:
-    """The group path of a scene inside the archive."""
-    return f"{SCENES_GROUP}/{validate_scene_id(scene_id)}"
-
-
 @dataclass(frozen=True, kw_only=True)
 class ArchiveLayout:
     """How scenes are chunked on disk.
