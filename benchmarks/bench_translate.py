@@ -59,16 +59,19 @@ def bare_replica(arch: Path, scene: str, cfg, threads: int) -> float:
     import torch
 
     from sarray.archive.store import Archive
-    from sarray.engine.translate import read_tile, replica_meta
+    from sarray.engine.output import replica_meta
+    from sarray.engine.work import read_tiles
     from sarray.models.replica import Replica, ReplicaConfig
     from sarray.tiles.grid import iter_tiles
 
     torch.set_num_threads(threads)
-    ds = Archive(arch).open_scene(scene)
-    backscatter = ds["backscatter"].load()
+    a = Archive(arch)
+    ds = a.open_scene(scene)
     meta = replica_meta(dict(ds.attrs))
     replica = Replica(ReplicaConfig.from_dict({**cfg.replica_config(), "device": "cpu"}))
-    tiles = [(t, read_tile(backscatter, t)[0]) for t in iter_tiles(backscatter.shape[1:], cfg.tile_spec())]
+    grid = list(iter_tiles(ds["backscatter"].shape[1:], cfg.tile_spec()))
+    # The engine's own tile read (the windows a replica reads, padded the same way).
+    tiles = list(zip(grid, read_tiles(a.url, scene, ds.encoding["snapshot"], grid)))
     t0 = time.perf_counter()
     for t, x in tiles:
         replica({"tiles": x[None], "scene_id": [scene], "tile_index": [list(t.key)], "meta": meta})

@@ -271,34 +271,29 @@ class Catalog:
         texts = arr.get_coordinate_selection((rows,)) if rows.size < arr.shape[0] else arr[...]
         return [SceneRecord.from_dict(json.loads(str(t))) for t in texts]
 
-    def _rows_of_id(self, g: Any, scene_id: str) -> np.ndarray:
-        """Rows whose id is ``scene_id``: candidates by hash, confirmed on the text."""
-        cand = np.flatnonzero(np.asarray(g[HASH][:, 0]) == np.uint64(_hash64(scene_id)[0]))
+    def _rows_of_ids(self, g: Any, scene_ids: list[str]) -> np.ndarray:
+        """Rows whose id is one of ``scene_ids``: candidates by hash, confirmed on the text."""
+        h = np.asarray(g[HASH][:, 0])
+        keys = np.array([_hash64(sid)[0] for sid in scene_ids], dtype=np.uint64)
+        # A few ids: one scan each (cheaper than sorting the whole column); many: np.isin.
+        maybe = (h[:, None] == keys).any(axis=1) if keys.size <= 16 else np.isin(h, keys)
+        cand = np.flatnonzero(maybe)
         if cand.size == 0:
             return cand
         ids = np.asarray(g["scene_id"].get_coordinate_selection((cand,)))
-        return cand[ids == scene_id]
+        return cand[np.isin(ids, scene_ids)]
 
     def lookup(self, scene_id: str) -> tuple[SceneRecord, str] | None:
         """(record, repository folder) of one scene, or None."""
-        g = self._group()
-        hit = self._rows_of_id(g, scene_id)
-        if hit.size == 0:
-            return None
-        location = str(g["location"].get_coordinate_selection((hit[:1],))[0])
-        return self._records(g, hit[:1])[0], location
+        return self.lookup_many([scene_id]).get(scene_id)
 
     def lookup_many(self, scene_ids: list[str]) -> dict[str, tuple[SceneRecord, str]]:
         """:meth:`lookup` of several ids from one snapshot (unknown ids are left out)."""
         g = self._group()
-        h = np.asarray(g[HASH][:, 0])
-        want = {np.uint64(_hash64(sid)[0]): sid for sid in scene_ids}
-        cand = np.flatnonzero(np.isin(h, np.array(list(want), dtype=np.uint64)))
-        if cand.size == 0:
+        rows = self._rows_of_ids(g, scene_ids)
+        if rows.size == 0:
             return {}
-        ids = np.asarray(g["scene_id"].get_coordinate_selection((cand,)))
-        rows = cand[np.isin(ids, scene_ids)]
-        locs = np.asarray(g["location"].get_coordinate_selection((rows,))) if rows.size else []
+        locs = np.asarray(g["location"].get_coordinate_selection((rows,)))
         return {r.scene_id: (r, str(loc)) for r, loc in zip(self._records(g, rows), locs)}
 
     def find_source(self, key: str) -> str | None:
@@ -352,7 +347,7 @@ class Catalog:
                 other = (str(g["scene_id"].get_coordinate_selection((key_rows[:1],))[0])
                          if key_rows.size else seen_keys[(k0, k1)])
                 results.append(InsertResult(scene_id=sid, status="exists", existing=other))
-            elif sid in seen_ids or (maybe_id[i] and self._rows_of_id(g, sid).size):
+            elif sid in seen_ids or (maybe_id[i] and self._rows_of_ids(g, [sid]).size):
                 results.append(InsertResult(scene_id=sid, status="taken", existing=sid))
             else:
                 results.append(InsertResult(scene_id=sid, status="added"))

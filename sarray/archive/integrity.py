@@ -181,8 +181,8 @@ def check_archive(archive: Any, scene_ids: list[str] | None = None) -> CheckRepo
     cols = cat.columns(["scene_id", "location"])
     where = {str(i): str(loc) for i, loc in zip(cols["scene_id"], cols["location"])}
     ids = scene_ids if scene_ids is not None else list(where)
-    for sid in ids:
-        archive.record(sid)  # names the archive and the known scenes if unknown
+    if scene_ids is not None:
+        archive.records(scene_ids)  # names the archive and the known scenes if one is unknown
     chunks, damage, problems = 0, [], []
     for sid in ids:
         try:

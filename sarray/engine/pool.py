@@ -65,10 +65,6 @@ class ReplicaActor:
         """Returns the worker's pid once the model is loaded."""
         return self.pid
 
-    def run(self, batch: dict[str, Any]) -> Any:
-        """Translate a batch; returns only the ``output`` array (less to send back)."""
-        return self.replica(batch)["output"]
-
     def predict(self, info_box: list[Any], keys: list[tuple[int, int]]) -> tuple[Any, ...]:
         """Read the tiles' windows from the archive, translate them; returns ``(ack,
         prediction per tile)``. The ack (pid, node, model start and end times) is all the driver

@@ -5,14 +5,15 @@ Parts (STYLE section 9):
 - the plan (:mod:`sarray.engine.plan`): every output chunk of every scene of the job, keyed
   ``(scene, row, col)``, the tiles they need, what is already done (resume), and the pure
   bookkeeping of which chunks are ready and which predictions can be dropped;
-- the pool (:class:`sarray.engine.pool.ActorPool`): replica actors with two slots each
-  (backpressure), restarted by Ray when they die;
+- the pools (:mod:`sarray.engine.pool`): replica actors with two slots each (backpressure) and
+  assembler actors, restarted by Ray when they die;
 - the work (:mod:`sarray.engine.work`): a replica reads its own tile windows from the archive
-  and returns predictions as Ray objects; an assembly task blends a chunk from its neighbours'
+  and returns predictions as Ray objects; an assembler blends chunks from their neighbours'
   predictions (object refs, resolved on the worker), applies the consistency step, computes
-  statistics and writes the chunk into a fork of the output's session;
-- the output scene (:class:`sarray.stitch.writer.OutputScene`): the driver merges the forks
-  and commits periodically, so resume stays per chunk and cheap.
+  statistics and writes the chunks into a fork of the output's session;
+- the output side (:class:`sarray.engine.output.OutputWriter`, one actor per job): it creates
+  the outputs, merges the forks and commits periodically, so resume stays per chunk and cheap;
+- the dispatcher (:class:`sarray.engine.dispatch.Dispatcher`): the driver's loop over refs.
 
 The driver holds object refs and small acknowledgements, never pixels: its cost is a few Ray
 calls per tile. Each output chunk is written exactly once, whole; tiles are seeded by
@@ -28,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from sarray import __version__
 from sarray.archive.layout import (
@@ -37,7 +37,7 @@ from sarray.archive.layout import (
 from sarray.archive.store import Archive
 from sarray.config import PREFETCH_BATCHES_PER_REPLICA
 from sarray.errors import ArchiveError, ConfigError
-from sarray.tiles.grid import SCALES, Tile, TileSpec
+from sarray.tiles.grid import SCALES, TileSpec
 
 CONSISTENCY = ("multilook", "off")
 ON_UNFINISHED = ("resume", "restart")
@@ -263,18 +263,6 @@ def _export(arch: Archive, out_arch: Archive, scene_ids: list[str], summaries: l
     for s in summaries:
         s.wall_s = time.perf_counter() - t_start
     return summaries
-
-
-from sarray.engine.output import REPLICA_META_KEYS, replica_meta  # noqa: E402,F401  (re-exported)
-
-
-def read_tile(backscatter: Any, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
-    """(model input padded to the tile's uniform shape, the window as read) of one tile."""
-    r0, r1, c0, c1 = tile.src
-    window = np.asarray(backscatter[:, r0:r1, c0:c1].values, dtype=np.float32)
-    pt, pb, pl, pr = tile.pad
-    padded = np.pad(window, ((0, 0), (pt, pb), (pl, pr)), mode="reflect") if any(tile.pad) else window
-    return padded, window
 
 
 def _provenance(arch: Archive, config: TranslateConfig, replica_cfg: dict[str, Any]) -> dict[str, Any]:

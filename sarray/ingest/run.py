@@ -167,7 +167,6 @@ def _ingest(paths: list[str | Path], archive: str | Path, config: IngestConfig,
             progress: bool) -> list[IngestResult]:
     import dask
 
-    from sarray.archive.catalog import source_key
     from sarray.progress import dask_progress
 
     arch = Archive(archive)
@@ -184,10 +183,13 @@ def _ingest(paths: list[str | Path], archive: str | Path, config: IngestConfig,
     todo: list[tuple[SceneSource, Any]] = []
     pool = cf.ThreadPoolExecutor(max_workers=1)  # hashes overlap with the pixel work
     try:
+        listed = catalog.lookup_many([s.scene_id for s in sources]) if catalog is not None else {}
         for src in sources:
             files = [Path(f) for f in src.source_files]
-            hit = catalog.lookup(src.scene_id) if catalog is not None else None
+            hit = listed.get(src.scene_id)
             if hit is None:
+                # The same source under another id is found by the catalog's insert at commit
+                # time (reported as `exists`), so the hashes keep overlapping the pixel work.
                 todo.append((src, pool.submit(sha256_files, _hash_inputs(files))))
                 continue
             rec = hit[0]
@@ -200,19 +202,6 @@ def _ingest(paths: list[str | Path], archive: str | Path, config: IngestConfig,
                 )
             results.append(IngestResult(scene_id=src.scene_id, status="exists", shape=rec.shape,
                                         units=rec.units, source_files=src.source_files))
-        # The same source already listed under another id: report that id, stage nothing.
-        if catalog is not None and todo:
-            keep = []
-            for src, fut in todo:
-                other = catalog.find_source(source_key(fut.result(), selection))
-                if other is None:
-                    keep.append((src, fut))
-                    continue
-                rec = catalog.lookup(other)[0]  # type: ignore[index]
-                results.append(IngestResult(scene_id=other, status="exists", shape=rec.shape,
-                                            units=rec.units, source_files=src.source_files,
-                                            requested_id=src.scene_id))
-            todo = keep
         if not todo:
             return results
 
@@ -259,17 +248,16 @@ def _ingest(paths: list[str | Path], archive: str | Path, config: IngestConfig,
         # 5. Commit each scene (its repository, then its catalog row).
         for writer, record, src in finals:
             res = arch.commit_scene(writer, record)
-            status = "exists" if res.status == "exists" else res.status
             if res.status == "taken":
                 raise ArchiveError(
                     f"scene {record.scene_id!r}: listed in {arch.url} by another writer meanwhile, "
                     "from another source; pass --scene-id to pick a new id"
                 )
+            existing = res.existing if res.status == "exists" else None  # same source, listed
             results.append(IngestResult(
-                scene_id=res.existing or record.scene_id if status == "exists" else record.scene_id,
-                status=status, shape=record.shape, units=record.units,
-                source_files=src.source_files,
-                requested_id=record.scene_id if status == "exists" and res.existing != record.scene_id else None))
+                scene_id=existing or record.scene_id, status=res.status, shape=record.shape,
+                units=record.units, source_files=src.source_files,
+                requested_id=record.scene_id if existing not in (None, record.scene_id) else None))
         return results
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
