@@ -147,11 +147,9 @@ class Dispatcher:
         self.pool.release(call.actor)
         summary = self.summaries[call.out_id]
         try:
-            pid, node, m0, m1 = ray.get(ack)
+            pid, node, m0, m1 = get(ack)  # bad input (a damaged chunk...) is raised, no retry
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
             cause = ray_cause(e)
-            if isinstance(cause, SarrayError):  # bad input (a damaged chunk...): no retry
-                raise cause from None
             summary.retries += 1
             attempts = call.attempts + 1
             if attempts >= MAX_TILE_ATTEMPTS:
@@ -183,12 +181,10 @@ class Dispatcher:
         import ray
 
         try:
-            notes = ray.get(ref)
+            notes = get(ref)
         except ray.exceptions.RayTaskError as e:
-            cause = ray_cause(e)
-            raise (cause if isinstance(cause, SarrayError) else ReplicaError(
-                f"scene {self.infos[out_id].scene_id!r}: chunks could not be assembled: "
-                f"{_last_line(cause)}")) from None
+            raise ReplicaError(f"scene {self.infos[out_id].scene_id!r}: chunks could not be "
+                               f"assembled: {_last_line(ray_cause(e))}") from None
         s = self.summaries[out_id]
         for note in notes:
             if note["committed"]:

@@ -91,10 +91,6 @@ class OutputWriter:
         self.provenance_base = provenance_base
         self.outputs: dict[str, Any] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
-        self.forks: dict[str, Any] = {}
-
-    def ready(self) -> bool:
-        return True
 
     def prepare(self, sid: str) -> Prepared:
         """Create (or reopen, to resume) the output of ``sid`` and plan what is left."""
@@ -148,10 +144,9 @@ class OutputWriter:
         return Prepared(scene_id=sid, out_id=out_id, chunks_total=grid[0] * grid[1], info=info)
 
     def fork(self, out_id: str) -> Any:
-        """A fork of the output's clean session (the same one until the next commit)."""
-        if out_id not in self.forks:
-            self.forks[out_id] = self.outputs[out_id].fork()
-        return self.forks[out_id]
+        """A fork of the output's clean session (at its last commit); the driver asks for one
+        per commit and passes it by reference to every assembler."""
+        return self.outputs[out_id].fork()
 
     def merge(self, out_id: str, assembled: tuple[Any, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         """Merge one assembly task's fork; returns its chunks' notes (``committed`` is True
@@ -160,8 +155,6 @@ class OutputWriter:
         out = self.outputs[out_id]
         before = out.commits
         out.merge(fork, chunks=len(notes))
-        if out.commits != before:
-            self.forks.pop(out_id, None)
         return [{**n, "committed": out.commits != before} for n in notes]
 
     def merge_many(self, out_id: str, refs: list[Any]) -> list[dict[str, Any]]:
@@ -181,7 +174,6 @@ class OutputWriter:
 
         out = self.outputs[out_id]
         out.flush()
-        self.forks.pop(out_id, None)
         if not out.done_mask().all():
             return "partial"
         job = self.jobs[out_id]
