@@ -8,6 +8,29 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+_MPL_BEFORE = os.environ.get("MPLCONFIGDIR")
+_MPL_DIR: str | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """matplotlib keeps a font cache in ~/.cache or ~/.config: point it at a temporary folder
+    before anything imports matplotlib, so that the run writes nothing into the real home."""
+    import tempfile
+
+    global _MPL_DIR
+    _MPL_DIR = tempfile.mkdtemp(prefix="sarray-tests-mpl-")
+    os.environ["MPLCONFIGDIR"] = _MPL_DIR
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    if _MPL_BEFORE is None:
+        os.environ.pop("MPLCONFIGDIR", None)
+    else:
+        os.environ["MPLCONFIGDIR"] = _MPL_BEFORE
+    if _MPL_DIR:
+        shutil.rmtree(_MPL_DIR, ignore_errors=True)
 DATA = Path(os.environ.get("SARRAY_TEST_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -39,3 +62,17 @@ def s3_archive(s3_server, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixtu
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
     bucket = f"{name}-{uuid.uuid4().hex[:8]}"
     return s3_server.create_bucket(bucket) + "/A.zarr"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ray_token_in_memory():
+    """Ray's token authentication (on by default in 2.60) writes ``~/.ray/auth_token`` into the
+    real home when a test starts a local Ray and no token is set. A token in the environment,
+    for this run only, keeps the home as it was (tests that start a head of their own give it
+    a temporary HOME instead)."""
+    import secrets
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_AUTH_MODE", "token")
+        mp.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+        yield

@@ -26,20 +26,64 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ray_head():
+def ray_head(tmp_path_factory: pytest.TempPathFactory):
+    """A head of our own: a temporary HOME (its auth token), its own temp dir and free ports,
+    started in its own process group and stopped by it (never `ray stop`, which would stop every
+    Ray on the machine)."""
+    import shutil
+    import signal
+    import tempfile
+    import time
+    import urllib.error
+    import urllib.request
+
+    import psutil
+
     ray_bin = Path(sys.executable).with_name("ray")
+    home = tmp_path_factory.mktemp("home")
+    temp_dir = tempfile.mkdtemp(prefix="sr-", dir="/tmp")  # short: Ray's socket paths are limited
     # Token authentication, set deliberately for the head and for the client (cluster/README.md).
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "RAY_AUTH_MODE": "token"}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
+           "RAY_AUTH_MODE": "token", "HOME": str(home)}
     subprocess.run([str(ray_bin), "get-auth-token", "--generate"], check=True, capture_output=True,
                    env=env, timeout=60)
     port, dash = _free_port(), _free_port()
-    subprocess.run([str(ray_bin), "start", "--head", "--num-cpus", "2", "--port", str(port),
-                    "--dashboard-port", str(dash), "--include-dashboard", "true",
-                    "--disable-usage-stats"], check=True, capture_output=True, env=env, timeout=120)
+    log = open(home / "ray-head.log", "wb")
+    head = subprocess.Popen(
+        [str(ray_bin), "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
+         "--dashboard-port", str(dash), "--include-dashboard", "true", "--temp-dir", temp_dir,
+         "--disable-usage-stats"], env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    address = f"http://127.0.0.1:{dash}"
     try:
-        yield ray_bin, f"http://127.0.0.1:{dash}", env
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{address}/api/version", timeout=2).read()
+                break
+            except urllib.error.HTTPError:
+                break  # the dashboard answers (it refuses us without the token): up
+            except OSError:
+                if head.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the Ray head did not start: {(home / 'ray-head.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+        yield ray_bin, address, env
     finally:
-        subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, env=env, timeout=120)
+        ours = [head.pid] + [c.pid for c in psutil.Process(head.pid).children(recursive=True)] \
+            if head.poll() is None else [head.pid]
+        try:
+            os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops what it started
+            head.wait(timeout=60)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        for pid in ours:  # anything of ours still alive
+            try:
+                psutil.Process(pid).kill()
+            except psutil.NoSuchProcess:
+                pass
+        head.wait()
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_ray_job_submit_translates_on_the_cluster(ray_head, tmp_path: Path) -> None:
@@ -47,7 +91,8 @@ def test_ray_job_submit_translates_on_the_cluster(ray_head, tmp_path: Path) -> N
     tif = write_geotiff(tmp_path / "j_vv.tif", speckle_image((64, 96), seed=8, looks=4))
     arch = tmp_path / "a.zarr"
     ingest([tif], arch, IngestConfig(units="linear"))
-    # Token auth stays on: the client on the head machine reads ~/.ray/auth_token.
+    # Token auth stays on: the client on the head machine reads $HOME/.ray/auth_token (a
+    # temporary HOME here).
     res = subprocess.run(
         [str(ray_bin), "job", "submit", "--address", address, "--working-dir", str(REPO / "jobs"),
          "--", sys.executable, "translate.py", str(arch), "j_vv", "--scale", "2",
