@@ -4,7 +4,8 @@ One :class:`Location` gives both views the archive needs of the same place:
 
 - an Icechunk ``Storage`` for a repository under it (the transactional Zarr store), and
 - a small object API (get, put, list, delete) for the few plain objects sarray keeps beside
-  the repositories (the archive marker and the commit intents), through ``obstore``.
+  the repositories (the archive marker and the commit intents): the file system for a local
+  path, ``obstore`` for S3.
 
 S3 is configured the standard way, from the environment, read when a store is opened and never
 stored: ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``), ``AWS_ACCESS_KEY_ID``,
@@ -138,12 +139,12 @@ class Location:
 
     # -- plain objects ---------------------------------------------------------------------------
     def object_store(self) -> Any:
-        """An ``obstore`` store rooted at this location."""
-        from obstore.store import LocalStore, S3Store
+        """An ``obstore`` S3 store rooted at this location (local locations use the file system
+        directly in the methods below)."""
+        from obstore.store import S3Store
 
         if self.is_local:
-            Path(self.root).mkdir(parents=True, exist_ok=True)
-            return LocalStore(self.root)
+            raise ArchiveError(f"{self.url}: a local path has no object store")
         s3 = s3_settings()
         kw: dict[str, Any] = {"client_options": {"allow_http": s3["allow_http"]}}
         if s3["endpoint_url"]:
@@ -159,9 +160,7 @@ class Location:
             p = Path(self.root, key)
             try:
                 return p.read_bytes()
-            except FileNotFoundError:
-                return None
-            except NotADirectoryError:
+            except (FileNotFoundError, NotADirectoryError):
                 return None
         import obstore
 
