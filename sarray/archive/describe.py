@@ -23,6 +23,15 @@ def scene_crs_wkt(ds: Any) -> str | None:
     return ds[VAR_SPATIAL_REF].attrs.get("crs_wkt")
 
 
+def pixel_corners(gt: tuple[float, ...], shape: tuple[int, int]) -> list[tuple[float, float]]:
+    """The CRS coordinates of a grid's four corners, in ring order (top left, top right,
+    bottom right, bottom left), from its GDAL geotransform (rotation included)."""
+    c, a, b, f, d, e = gt
+    h, w = shape
+    return [(c + a * col + b * row, f + d * col + e * row)
+            for row, col in ((0, 0), (0, w), (h, w), (h, 0))]
+
+
 def describe_scene(archive: Archive, scene_id: str) -> dict[str, Any]:
     """Shape, spacing, CRS, geotransform, extent and statistics of one scene.
 
@@ -36,9 +45,7 @@ def describe_scene(archive: Archive, scene_id: str) -> dict[str, Any]:
     h, w = ds[VAR_BACKSCATTER].shape[1:]
     extent = None
     if gt is not None:
-        c, a, b, f, d, e = gt
-        xs = [c + a * col + b * row for row, col in ((0, 0), (0, w), (h, 0), (h, w))]
-        ys = [f + d * col + e * row for row, col in ((0, 0), (0, w), (h, 0), (h, w))]
+        xs, ys = zip(*pixel_corners(gt, (h, w)))
         extent = [min(xs), min(ys), max(xs), max(ys)]
     gcps = ds[VAR_SPATIAL_REF].attrs.get("gcps") if VAR_SPATIAL_REF in ds.variables else None
     if isinstance(gcps, str):  # rioxarray stores the GCPs as a GeoJSON string

@@ -31,14 +31,11 @@ def _footprint(archive: Any, rec: SceneRecord, ds: Any) -> dict[str, Any] | None
     """A GeoJSON polygon of the scene's corners in lon/lat (None without georeferencing)."""
     from pyproj import CRS, Transformer
 
-    from sarray.archive.describe import scene_crs_wkt, scene_geotransform
+    from sarray.archive.describe import pixel_corners, scene_crs_wkt, scene_geotransform
 
     gt, wkt = scene_geotransform(ds), scene_crs_wkt(ds)
-    h, w = rec.shape[1:]
     if gt is not None and wkt:
-        c, a, b, f, d, e = gt
-        corners = [(c + a * col + b * row, f + d * col + e * row)
-                   for row, col in ((0, 0), (0, w), (h, w), (h, 0))]
+        corners = pixel_corners(gt, rec.shape[1:])
         tr = Transformer.from_crs(CRS.from_wkt(wkt), CRS.from_epsg(4326), always_xy=True)
         ring = [list(tr.transform(x, y)) for x, y in corners]
     elif rec.bbox_lonlat is not None:

@@ -132,6 +132,16 @@ def spacing_from_transform(
     return (round(dy, 6), round(dx, 6))
 
 
+def edge_points(shape: tuple[int, int], n: int = 21) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of ``n`` points along each of a raster's four edges, corners included: where
+    a footprint's extremes can be, whatever the rotation or the warp."""
+    h, w = shape
+    t = np.linspace(0.0, 1.0, n)
+    cols = np.concatenate([t * w, np.full_like(t, w), t * w, np.zeros_like(t)])
+    rows = np.concatenate([np.zeros_like(t), t * h, np.full_like(t, h), t * h])
+    return rows, cols
+
+
 def bbox_from_transform(
     transform: tuple[float, ...], crs_wkt: str, shape: tuple[int, int]
 ) -> tuple[float, float, float, float]:
@@ -139,10 +149,7 @@ def bbox_from_transform(
     from rasterio.warp import transform as warp_transform
 
     c, a, b, f, d, e = transform
-    h, w = shape
-    t = np.linspace(0.0, 1.0, 21)
-    cols = np.concatenate([t * w, np.full_like(t, w), t * w, np.zeros_like(t)])
-    rows = np.concatenate([np.zeros_like(t), t * h, np.full_like(t, h), t * h])
+    rows, cols = edge_points(shape)
     xs = c + a * cols + b * rows
     ys = f + d * cols + e * rows
     lon, lat = warp_transform(crs_wkt, "EPSG:4326", xs.tolist(), ys.tolist())
@@ -168,10 +175,7 @@ def bbox_from_gcps(
         return (float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max()))
     from scipy.interpolate import griddata
 
-    h, w = shape
-    t = np.linspace(0.0, 1.0, 17)
-    edge = np.concatenate([np.stack([t * h, np.zeros_like(t)], 1), np.stack([t * h, np.full_like(t, w)], 1),
-                           np.stack([np.zeros_like(t), t * w], 1), np.stack([np.full_like(t, h), t * w], 1)])
+    edge = np.stack(edge_points(shape), axis=1)
     pts = np.array([(g[0], g[1]) for g in gcps], dtype=np.float64)
     out = []
     for v in (lon, lat):
