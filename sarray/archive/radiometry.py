@@ -86,3 +86,29 @@ def to_intensity(values: Any, *, units: str, quantity: str) -> Any:
 def from_intensity(intensity: Any, *, units: str, quantity: str) -> Any:
     """Inverse of :func:`to_intensity`."""
     return from_amplitude(np.sqrt(intensity), units=units, quantity=quantity)
+
+
+# The log-intensity domain (the consistency step's).
+# Intensities below this are taken as this (a zero DN or a zero model output has no logarithm).
+LOG_FLOOR = np.float32(np.log(1e-12))
+
+
+def to_log_intensity(values: np.ndarray, *, units: str, quantity: str) -> np.ndarray:
+    """ln(intensity) of values in archive units (float32; NaN stays NaN, negatives are NaN)."""
+    v = np.asarray(values, dtype=np.float32)
+    if units == "db":
+        return v * np.float32(np.log(10.0) / 10.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lg = np.log(v)
+    if quantity != "intensity":  # amplitude, DN, unknown linear: intensity = amplitude ** 2
+        lg = lg * np.float32(2.0)
+    return np.maximum(lg, LOG_FLOOR)  # log(0) = -inf -> the floor; NaN (and log(< 0)) stay NaN
+
+
+def from_log_intensity(lg: np.ndarray, *, units: str, quantity: str) -> np.ndarray:
+    """Inverse of :func:`to_log_intensity` (float32)."""
+    if units == "db":
+        return (lg * np.float32(10.0 / np.log(10.0))).astype(np.float32)
+    if quantity != "intensity":
+        return np.exp(lg * np.float32(0.5)).astype(np.float32)
+    return np.exp(lg).astype(np.float32)

@@ -85,28 +85,59 @@ def scene_info(box: list[Any]) -> Any:
     return _INFO[key]
 
 
+def warm_imports() -> int:
+    """Import what assembly needs (before the first chunk); returns the pid."""
+    import sarray.stitch.blend  # noqa: F401
+    import sarray.stitch.writer  # noqa: F401
+
+    return os.getpid()
+
+
+def warm_scene(info_box: list[Any]) -> None:
+    """Fetch a scene's info and open its dataset before its first chunk arrives."""
+    info = scene_info(info_box)
+    if info.consistency == "multilook":
+        scene_dataset(info.archive_url, info.scene_id, info.snapshot)
+
+
+def consistency_halo(spec: Any) -> int:
+    """Output pixels of context the consistency step takes around a chunk: HALO_INPUT_PX input
+    pixels, within what the chunk's 3 x 3 neighbours' predictions cover on their own."""
+    from sarray.stitch.consistency import HALO_INPUT_PX
+
+    s = spec.scale
+    return max(0, min(HALO_INPUT_PX * s, spec.chunk_px - spec.band_px) // s * s)
+
+
 def blend_chunk_of(info: Any, key: tuple[int, int], predictions: list[np.ndarray]) -> np.ndarray:
     """The blended (and, if asked, radiometrically consistent) values of one chunk from its
-    neighbours' predictions (in :func:`sarray.tiles.grid.neighbours` order)."""
+    neighbours' predictions (in :func:`sarray.tiles.grid.neighbours` order).
+
+    With the consistency step, the chunk is blended and corrected with a halo (the same pixels
+    its neighbours blend, bit for bit) and cropped, so chunk borders do not show.
+    """
     from sarray.stitch.blend import Prediction, blend_chunk
     from sarray.stitch.consistency import apply_consistency
     from sarray.tiles.grid import tile_ramps
 
     plan = info.plan
-    chunk = plan.tiles[key].chunk
+    y0, y1, x0, x1 = plan.tiles[key].chunk
     preds = []
     for n, values in zip(plan.neighbours(key), predictions):
         tile = plan.tiles[n]
         wy, wx = tile_ramps(tile, info.shape_out, info.spec)
         preds.append(Prediction(tile.out, values, wy, wx))
-    values = blend_chunk(chunk, preds, band_px=info.spec.band_px)
-    if info.consistency == "multilook":
-        s = info.spec.scale
-        y0, y1, x0, x1 = chunk
-        ds = scene_dataset(info.archive_url, info.scene_id, info.snapshot)
-        src = read_window(ds, (y0 // s, y1 // s), (x0 // s, x1 // s))
-        values = apply_consistency(values, src, scale=s, units=info.units, quantity=info.quantity)
-    return values
+    if info.consistency != "multilook":
+        return blend_chunk((y0, y1, x0, x1), preds, units=info.units, quantity=info.quantity)
+    halo = consistency_halo(info.spec)
+    h, w = info.shape_out
+    r = (max(0, y0 - halo), min(h, y1 + halo), max(0, x0 - halo), min(w, x1 + halo))
+    values = blend_chunk(r, preds, units=info.units, quantity=info.quantity)
+    s = info.spec.scale
+    ds = scene_dataset(info.archive_url, info.scene_id, info.snapshot)
+    src = read_window(ds, (r[0] // s, r[1] // s), (r[2] // s, r[3] // s))
+    values = apply_consistency(values, src, scale=s, units=info.units, quantity=info.quantity)
+    return np.ascontiguousarray(values[:, y0 - r[0] : y1 - r[0], x0 - r[2] : x1 - r[2]])
 
 
 def read_tile_batch(info: Any, keys: list[tuple[int, int]]) -> dict[str, Any]:

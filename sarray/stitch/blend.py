@@ -1,19 +1,29 @@
-"""Blending overlapping tile predictions into one chunk without seams and without smoothing.
+"""Blending overlapping tile predictions into one chunk: no seams, no smoothing, never negative.
 
 Plain weighted averaging of two tiles is seam-free but not speckle-preserving: where two
-independent speckle draws are averaged with weights ``w`` and ``1 - w`` the variance of the
-speckle drops by ``w**2 + (1 - w)**2`` (to one half in the middle of the band), which lowers the
-local coefficient of variation: a *statistical* seam that a gradient check does not see.
+independent textures are averaged with weights ``w`` and ``1 - w`` their variance drops by
+``w**2 + (1 - w)**2`` (to one half in the middle of the band), a *statistical* seam that a
+gradient check does not see. sarray blends in two parts, in the **amplitude** domain (square
+root of intensity, whatever the archive's units: dB, linear intensity, amplitude, DN), so that the
+mean intensity is kept too (E[a^2] is the variance plus the squared mean, both kept):
 
-sarray therefore blends in two parts (correlation-aware variance-preserving blending):
-
-- the local mean of each prediction (a box filter of ``mean_px``) is blended linearly with the
-  smooth weights: no seam in the signal;
+- the local mean of each prediction's amplitude (a box of ``MEAN_PX``) is blended linearly
+  with the smooth weights: no seam in the signal;
 - the fluctuations around it, ``d_i = x_i - m_i``, are blended with the same weights and divided
   by ``sqrt(sum_ij w_i w_j rho_ij)``, where ``rho_ij`` is the measured correlation of ``d_i``
-  and ``d_j`` over their overlap: for independent speckle (rho = 0) the variance is kept, and
-  for identical predictions (rho = 1, e.g. an identity model) the formula reduces to the plain
-  weighted average, so tiling then adds nothing.
+  and ``d_j``: for independent textures (rho = 0) their variance is kept, and for identical
+  predictions (rho = 1, e.g. an identity model) the formula is the plain weighted average, so
+  tiling then adds nothing (and where every prediction agrees the value is kept exactly);
+- the result is bounded: where the rescaled fluctuations would take an amplitude below a tenth
+  of its local mean (or below zero: with independent 1-look speckle that happened on 2.5% of the
+  band's pixels in linear intensity), the weighted geometric mean of the predictions is taken,
+  which lies between them. No intensity comes out negative, and none is lost.
+
+Work is done per *cell*: the rectangles between the predictions' edges, each covered by a fixed
+set of predictions. A cell covered by one prediction is copied. A cell covered by several is
+blended whole, with one ``rho`` per pair and band measured over the whole cell, so a pixel's
+value depends only on the predictions, never on the region asked for: a chunk blended with a
+halo agrees bit for bit with its neighbours on the pixels they share.
 """
 
 from __future__ import annotations
@@ -26,83 +36,102 @@ import numpy as np
 # the blend band so the mean follows the scene's structure.
 MEAN_PX = 7
 
+# Blended amplitudes below this fraction of the local mean are bounded (see _blend_cell).
+MIN_FRACTION = 0.1
+
+Region = tuple[int, int, int, int]  # (y0, y1, x0, x1)
+
 
 @dataclass
 class Prediction:
-    """A tile's output on the output grid, with its local mean and separable blend weights.
+    """A tile's output on the output grid with its separable blend weights.
 
     ``wy`` and ``wx`` are the 1-D weights along y and x (the 2-D weight is their outer product,
-    built only where it is used). :meth:`crop` keeps only the part still needed, so that a
-    buffered prediction costs memory only for the chunks that still wait for it.
+    built only where it is used).
     """
 
-    region: tuple[int, int, int, int]  # (y0, y1, x0, x1) on the output grid
-    values: np.ndarray  # (P, h, w) float32, NaN = no data
-    wy: np.ndarray  # (h,) float64
-    wx: np.ndarray  # (w,) float64
-    mean: np.ndarray | None = None  # (P, h, w) float32 local mean; None: computed where used
-
-    def mean_at(self, ys: slice, xs: slice) -> np.ndarray:
-        """The local mean over rows ``ys`` and columns ``xs`` of this prediction. Computed on
-        that window only (a chunk uses a small part of each neighbour's prediction), and equal
-        to the same pixels of the whole prediction's local mean bit for bit."""
-        if self.mean is not None:
-            return self.mean[:, ys, xs]
-        return local_mean_window(self.values, ys, xs, MEAN_PX)
+    region: Region  # (y0, y1, x0, x1) on the output grid
+    values: np.ndarray  # (P, h, w) float32 in archive units, NaN = no data
+    wy: np.ndarray  # (h,)
+    wx: np.ndarray  # (w,)
 
     @property
     def weights(self) -> np.ndarray:
         return np.outer(self.wy, self.wx)
 
-    def crop(self, region: tuple[int, int, int, int]) -> Prediction | None:
-        """The part inside ``region`` (a copy, so the rest can be freed), or None."""
-        y0, y1 = max(region[0], self.region[0]), min(region[1], self.region[1])
-        x0, x1 = max(region[2], self.region[2]), min(region[3], self.region[3])
-        if y0 >= y1 or x0 >= x1:
-            return None
-        ys = slice(y0 - self.region[0], y1 - self.region[0])
-        xs = slice(x0 - self.region[2], x1 - self.region[2])
-        return Prediction((y0, y1, x0, x1), self.values[:, ys, xs].copy(), self.wy[ys].copy(),
-                          self.wx[xs].copy(), np.array(self.mean_at(ys, xs), copy=True))
+
+# -- the amplitude domain ------------------------------------------------------------------------
+def to_blend_amplitude(values: np.ndarray, *, units: str, quantity: str) -> np.ndarray:
+    """Amplitude (sqrt of intensity, float32) of values in archive units; negatives are NaN."""
+    from sarray.archive.radiometry import to_amplitude
+
+    v = np.asarray(values, dtype=np.float32)
+    if units != "db":
+        v = np.where(v < 0, np.float32(np.nan), v)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.asarray(to_amplitude(v, units=units, quantity=quantity), dtype=np.float32)
 
 
+def from_blend_amplitude(a: np.ndarray, *, units: str, quantity: str) -> np.ndarray:
+    """Inverse of :func:`to_blend_amplitude` (float32)."""
+    from sarray.archive.radiometry import from_amplitude
+
+    with np.errstate(divide="ignore"):
+        return np.asarray(from_amplitude(a, units=units, quantity=quantity), dtype=np.float32)
+
+
+# -- local means ---------------------------------------------------------------------------------
 def _reflect(idx: np.ndarray, n: int) -> np.ndarray:
     """Indices mirrored at the edges (``d c b a | a b c d | d c b a``, scipy's "reflect")."""
     idx = np.where(idx < 0, -idx - 1, idx)
     return np.where(idx >= n, 2 * n - idx - 1, idx)
 
 
-def _box_sum(a: np.ndarray, size: int) -> np.ndarray:
-    """Sums over ``size`` x ``size`` windows of ``a`` (P, h + size - 1, w + size - 1), added in a
-    fixed order per pixel: the same bits whatever window of a larger array is summed."""
-    ny, nx = a.shape[1] - size + 1, a.shape[2] - size + 1
-    sx = a[:, :, 0:nx].copy()
-    for k in range(1, size):
-        sx += a[:, :, k : k + nx]
-    sy = sx[:, 0:ny].copy()
-    for k in range(1, size):
-        sy += sx[:, k : k + ny]
-    return sy
+def _box_mean(filled: np.ndarray, size: int) -> np.ndarray:
+    """Means over ``size`` x ``size`` windows of (..., h + size - 1, w + size - 1)."""
+    from scipy.ndimage import uniform_filter1d
+
+    r = size // 2
+    out = uniform_filter1d(filled, size, axis=-1)[..., r : filled.shape[-1] - r]
+    return uniform_filter1d(out, size, axis=-2)[..., r : filled.shape[-2] - r, :]
+
+
+def _window(values: np.ndarray, ys: slice, xs: slice, r: int) -> np.ndarray:
+    """Rows ``ys`` and columns ``xs`` of ``values`` (..., h, w) with ``r`` pixels of context on
+    every side, reflected at the array's edges (``d c b a | a b c d``)."""
+    h, w = values.shape[-2:]
+    y0, y1, _ = ys.indices(h)
+    x0, x1, _ = xs.indices(w)
+    a0, a1, b0, b1 = max(0, y0 - r), min(h, y1 + r), max(0, x0 - r), min(w, x1 + r)
+    win = values[..., a0:a1, b0:b1]
+    pad = ((y0 - r) - a0 if y0 - r < 0 else 0, (y1 + r) - a1 if y1 + r > h else 0,
+           (x0 - r) - b0 if x0 - r < 0 else 0, (x1 + r) - b1 if x1 + r > w else 0)
+    pad = (-pad[0], pad[1], -pad[2], pad[3])
+    if not any(pad):
+        return win
+    if max(pad) > min(h, w):  # wider than the array: index by reflection
+        rows = _reflect(np.arange(y0 - r, y1 + r), h)
+        cols = _reflect(np.arange(x0 - r, x1 + r), w)
+        return values[..., rows, :][..., cols]
+    lead = [(0, 0)] * (values.ndim - 2)
+    return np.pad(win, [*lead, (pad[0], pad[1]), (pad[2], pad[3])], mode="symmetric")
+
+
+def _nan_box_mean(win: np.ndarray, size: int) -> np.ndarray:
+    """NaN-aware :func:`_box_mean` (NaN where a window has no finite value)."""
+    valid = np.isfinite(win)
+    if valid.all():
+        return _box_mean(win.astype(np.float32), size)
+    num = _box_mean(np.where(valid, win, 0.0).astype(np.float32), size)
+    den = _box_mean(valid.astype(np.float32), size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 1e-6, num / np.maximum(den, 1e-6), np.float32(np.nan)).astype(np.float32)
 
 
 def local_mean_window(values: np.ndarray, ys: slice, xs: slice, size: int) -> np.ndarray:
-    """NaN-aware box mean over ``size`` x ``size`` pixels (reflecting edges), per band, at rows
-    ``ys`` and columns ``xs`` of ``values`` only."""
-    r = size // 2
-    h, w = values.shape[1:]
-    y0, y1, _ = ys.indices(h)
-    x0, x1, _ = xs.indices(w)
-    rows = _reflect(np.arange(y0 - r, y1 + r), h)
-    cols = _reflect(np.arange(x0 - r, x1 + r), w)
-    win = values[:, rows][:, :, cols]
-    valid = np.isfinite(win)
-    filled = np.where(valid, win, 0.0).astype(np.float64)
-    num = _box_sum(filled, size)
-    if valid.all():
-        return (num / float(size * size)).astype(np.float32)
-    den = _box_sum(valid.astype(np.float64), size)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.maximum(den, 1e-12), np.nan).astype(np.float32)
+    """NaN-aware box mean over ``size`` x ``size`` pixels (reflecting at the array's edges), per
+    band, at rows ``ys`` and columns ``xs`` of ``values`` only (float32)."""
+    return _nan_box_mean(_window(values, ys, xs, size // 2), size)
 
 
 def local_mean(values: np.ndarray, size: int) -> np.ndarray:
@@ -110,124 +139,126 @@ def local_mean(values: np.ndarray, size: int) -> np.ndarray:
     return local_mean_window(values, slice(None), slice(None), size)
 
 
-def _crop(p: Prediction, region: tuple[int, int, int, int]) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
-    """(slices into the chunk, slices into the prediction) of their intersection, or None."""
-    y0, y1 = max(region[0], p.region[0]), min(region[1], p.region[1])
-    x0, x1 = max(region[2], p.region[2]), min(region[3], p.region[3])
-    if y0 >= y1 or x0 >= x1:
-        return None
-    into = (slice(y0 - region[0], y1 - region[0]), slice(x0 - region[2], x1 - region[2]))
-    frm = (slice(y0 - p.region[0], y1 - p.region[0]), slice(x0 - p.region[2], x1 - p.region[2]))
-    return into, frm
+# -- cells -------------------------------------------------------------------------------------------
+def _cuts(edges: set[int], lo: int, hi: int) -> list[tuple[int, int]]:
+    """The intervals between consecutive ``edges`` that intersect ``[lo, hi)``."""
+    pts = sorted(edges)
+    return [(a, b) for a, b in zip(pts, pts[1:]) if a < hi and b > lo]
 
 
-def blend_chunk(region: tuple[int, int, int, int], preds: list[Prediction],
-                band_px: int | None = None) -> np.ndarray:
-    """The chunk ``region`` (y0, y1, x0, x1) blended from the predictions that cover it.
+def blend_chunk(region: Region, preds: list[Prediction], *, units: str = "linear",
+                quantity: str = "intensity", band_px: int | None = None) -> np.ndarray:
+    """The rectangle ``region`` (y0, y1, x0, x1) blended from the predictions that cover it.
 
     Args:
-        region: the chunk on the output grid.
+        region: the rectangle on the output grid (a chunk, or a chunk with a halo).
         preds: every prediction that may overlap it.
-        band_px: half-width of the blend bands; when given, only the border strips of that
-            width are blended and the inside is copied from the single prediction covering it
-            (the result is the same, at a fraction of the cost).
+        units, quantity: the values' archive units (the blend runs on log intensity).
+        band_px: accepted for compatibility; the cells follow from the predictions' edges.
 
     Returns:
         float32 (P, y1 - y0, x1 - x0); NaN where no prediction has data.
     """
+    del band_px
     y0, y1, x0, x1 = region
-    if band_px is None or 2 * band_px >= min(y1 - y0, x1 - x0):
-        return blend_region(region, preds)
-    upper = blend_chunk_upper(region, preds, band_px)
-    bottom = blend_region((y1 - band_px, y1, x0, x1), preds)
-    return np.concatenate([upper, bottom], axis=1)
-
-
-def blend_chunk_upper(region: tuple[int, int, int, int], preds: list[Prediction],
-                      band_px: int) -> np.ndarray:
-    """Rows ``[y0, y1 - band_px)`` of :func:`blend_chunk` (top, left, right strips and inside).
-
-    They do not depend on the predictions of the chunk row below, so the engine blends them
-    early and keeps only this part (and the bottom band) while it waits for that row.
-    """
-    y0, y1, x0, x1 = region
-    b = band_px
-    out = np.empty((preds[0].values.shape[0], y1 - b - y0, x1 - x0), np.float32)
-    strips = [
-        (y0, y0 + b, x0, x1),  # top (full width)
-        (y0 + b, y1 - b, x0, x0 + b), (y0 + b, y1 - b, x1 - b, x1),  # left, right
-        (y0 + b, y1 - b, x0 + b, x1 - b),  # inside
-    ]
-    for r in strips:
-        out[:, r[0] - y0 : r[1] - y0, r[2] - x0 : r[3] - x0] = blend_region(r, preds)
-    return out
-
-
-def blend_region(region: tuple[int, int, int, int], preds: list[Prediction]) -> np.ndarray:
-    """Blend the predictions over one rectangle (one ρ per pair, measured over it)."""
     n_p = preds[0].values.shape[0]
-    h, w = region[1] - region[0], region[3] - region[2]
-    cuts = []
-    for p in preds:
-        cut = _crop(p, region)
-        if cut is None:
-            continue
-        into, frm = cut
-        wt = np.zeros((h, w))
-        wt[into] = np.outer(p.wy[frm[0]], p.wx[frm[1]])
-        if wt.any():
-            cuts.append((p, into, frm, wt))
-    if not cuts:
-        return np.full((n_p, h, w), np.nan, np.float32)
-    if len(cuts) == 1:  # one prediction covers the rectangle: nothing to blend (no local mean)
-        p, into, frm, _ = cuts[0]
-        out1 = np.full((n_p, h, w), np.nan, np.float32)
-        out1[(slice(None), *into)] = p.values[(slice(None), *frm)]
-        return out1
-    parts = []
-    for p, into, frm, wt in cuts:
-        x = np.full((n_p, h, w), np.nan)
-        m = np.full((n_p, h, w), np.nan)
-        x[(slice(None), *into)] = p.values[(slice(None), *frm)]
-        m[(slice(None), *into)] = p.mean_at(*frm)
-        parts.append((x, m, wt))
-
-    out = np.empty((n_p, h, w), np.float32)
-    for b in range(n_p):
-        # Per-pixel weights, zero where a prediction has no data, normalised to sum to 1.
-        ws = np.stack([np.where(np.isfinite(x[b]), wt, 0.0) for x, _, wt in parts])
-        total = ws.sum(axis=0)
-        ws = np.divide(ws, total, out=np.zeros_like(ws), where=total > 0)
-        xs = np.stack([np.nan_to_num(x[b]) for x, _, _ in parts])
-        mean = (ws * np.stack([np.nan_to_num(m[b]) for _, m, _ in parts])).sum(axis=0)
-        ds = xs - mean  # fluctuations around the common (blended) local mean
-        num = (ws * ds).sum(axis=0)
-        den2 = (ws * ws).sum(axis=0)
-        for i in range(len(parts)):
-            for j in range(i + 1, len(parts)):
-                both = (ws[i] > 0) & (ws[j] > 0)
-                if both.any():
-                    den2 += 2.0 * _corr(ds[i][both], ds[j][both]) * ws[i] * ws[j]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            val = mean + num / np.sqrt(np.maximum(den2, 1e-12))
-        # Where every prediction agrees there is nothing to blend: keep the value exactly.
-        active = ws > 0
-        hi = np.where(active, xs, -np.inf).max(axis=0)
-        lo = np.where(active, xs, np.inf).min(axis=0)
-        val = np.where(hi == lo, hi, val)
-        out[b] = np.where(total > 0, val, np.nan)
+    out = np.full((n_p, y1 - y0, x1 - x0), np.nan, np.float32)
+    # Cells come from the predictions' edges alone (not the region's), so that they, and every
+    # pixel's value, do not depend on the region asked for.
+    ys = {e for p in preds for e in p.region[:2]}
+    xs = {e for p in preds for e in p.region[2:]}
+    for cy in _cuts(ys, y0, y1):
+        for cx in _cuts(xs, x0, x1):
+            cell = (*cy, *cx)
+            cover = [p for p in preds if p.region[0] <= cy[0] and cy[1] <= p.region[1]
+                     and p.region[2] <= cx[0] and cx[1] <= p.region[3]]
+            if not cover:
+                continue
+            # The part of the cell inside the region, in region and in cell coordinates.
+            iy0, iy1, ix0, ix1 = max(cy[0], y0), min(cy[1], y1), max(cx[0], x0), min(cx[1], x1)
+            into = (slice(None), slice(iy0 - y0, iy1 - y0), slice(ix0 - x0, ix1 - x0))
+            if len(cover) == 1:
+                p = cover[0]
+                out[into] = p.values[:, iy0 - p.region[0] : iy1 - p.region[0],
+                                     ix0 - p.region[2] : ix1 - p.region[2]]
+                continue
+            values = _blend_cell(cell, cover, units=units, quantity=quantity)
+            out[into] = values[:, iy0 - cy[0] : iy1 - cy[0], ix0 - cx[0] : ix1 - cx[0]]
     return out
 
 
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    """Correlation in [0, 1] (1 when both are identical, also when constant)."""
-    if a.size < 2:
-        return 1.0
-    if np.array_equal(a, b):
-        return 1.0
-    a = a - a.mean()
-    b = b - b.mean()
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    if den == 0:
-        return 1.0
-    return float(np.clip((a * b).sum() / den, 0.0, 1.0))
+def _blend_cell(cell: Region, preds: list[Prediction], *, units: str, quantity: str) -> np.ndarray:
+    """One cell covered by every prediction of ``preds`` (at least two), blended whole."""
+    cy0, cy1, cx0, cx1 = cell
+    raws, amps, means, wts = [], [], [], []
+    r = MEAN_PX // 2
+    for p in preds:
+        ys = slice(cy0 - p.region[0], cy1 - p.region[0])
+        xs = slice(cx0 - p.region[2], cx1 - p.region[2])
+        # The cell and its margin for the local mean (reflected at the prediction's edges), in
+        # amplitude: the centre of the window is the cell itself.
+        win = to_blend_amplitude(_window(p.values, ys, xs, r), units=units, quantity=quantity)
+        raws.append(p.values[:, ys, xs])
+        amps.append(win[:, r:-r, r:-r])
+        means.append(_nan_box_mean(win, MEAN_PX))
+        wts.append(np.outer(p.wy[ys], p.wx[xs]).astype(np.float32))
+    x = np.stack(amps)  # (k, P, h, w)
+    valid = np.isfinite(x)
+    m = np.stack(means)
+    if valid.all():
+        wt = np.broadcast_to(np.stack(wts)[:, None], x.shape)
+        d = x - m
+    else:
+        wt = np.where(valid, np.stack(wts)[:, None], np.float32(0.0))
+        m = np.nan_to_num(m)
+        d = np.where(valid, x - m, np.float32(0.0))
+    total = wt.sum(axis=0)
+    ws = np.divide(wt, total, out=np.zeros(x.shape, np.float32), where=total > 0)
+    mean = (ws * m).sum(axis=0)
+    num = (ws * d).sum(axis=0)
+    den2 = (ws * ws).sum(axis=0)
+    k = len(preds)
+    for i in range(k):
+        for j in range(i + 1, k):
+            rho = _corr_per_band(d[i], d[j], (ws[i] > 0) & (ws[j] > 0))
+            den2 += np.float32(2.0) * rho[:, None, None] * ws[i] * ws[j]
+    val = mean + num / np.sqrt(np.maximum(den2, np.float32(1e-12)))
+    # The bound: where the rescaled fluctuation would push the amplitude below a tenth of the
+    # local mean (or below zero), take the weighted geometric mean of the predictions instead,
+    # which always lies between them.
+    low = np.nonzero(val < np.float32(MIN_FRACTION) * mean)
+    if low[0].size:
+        xl, wl = x[(slice(None), *low)], ws[(slice(None), *low)]
+        with np.errstate(divide="ignore"):
+            val[low] = np.exp((wl * np.log(np.where(wl > 0, np.maximum(np.nan_to_num(xl), 0), 1))).sum(axis=0))
+    out = from_blend_amplitude(val, units=units, quantity=quantity)
+    # Where every prediction with weight agrees there is nothing to blend: keep the value exactly.
+    raw = np.stack(raws)
+    active = ws > 0
+    inf = np.float32(np.inf)
+    hi = np.where(active, raw, -inf).max(axis=0)
+    lo = np.where(active, raw, inf).min(axis=0)
+    out = np.where(hi == lo, hi, out)
+    return np.where(total > 0, out, np.float32(np.nan)).astype(np.float32)
+
+
+def _corr_per_band(a: np.ndarray, b: np.ndarray, both: np.ndarray) -> np.ndarray:
+    """Per band, the correlation in [0, 1] of ``a`` and ``b`` where ``both`` (1 when identical,
+    also when constant)."""
+    out = np.ones(a.shape[0], np.float32)
+    for band in range(a.shape[0]):
+        sel = both[band]
+        n = int(sel.sum())
+        if n < 2:
+            continue
+        u, v = a[band], b[band]
+        if not sel.all():
+            u, v = u[sel], v[sel]
+        su, sv = u.sum(dtype=np.float64), v.sum(dtype=np.float64)
+        suu, svv = np.dot(u.ravel(), u.ravel()).astype(np.float64), np.dot(v.ravel(), v.ravel()).astype(np.float64)
+        suv = np.dot(u.ravel(), v.ravel()).astype(np.float64)
+        cov, vu, vv = suv - su * sv / n, suu - su * su / n, svv - sv * sv / n
+        den = np.sqrt(max(vu, 0.0) * max(vv, 0.0))
+        if den > 0:
+            out[band] = float(np.clip(cov / den, 0.0, 1.0))
+    return out

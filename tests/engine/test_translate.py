@@ -96,7 +96,9 @@ def test_consistency_step_reproduces_the_input(ray_local, arch: Path) -> None:
     src = Archive(arch).open_scene("smooth_vv")["backscatter"].values.astype(np.float64)
     # Linear float values without "amp"/"db" hints are taken as amplitude: intensity = v**2.
     assert Archive(arch).open_scene("consistent").attrs["quantity"] == "unknown"
-    np.testing.assert_allclose(multilook_intensity(out.astype(np.float64) ** 2, 4), src**2, rtol=1e-5)
+    # The smooth correction converges to hundredths of a dB, chunk by chunk (with its halo).
+    err_db = 10 * np.log10(multilook_intensity(out.astype(np.float64) ** 2, 4) / src**2)
+    assert np.sqrt(np.mean(err_db**2)) < 0.02 and np.abs(err_db).max() < 0.1
 
 
 def test_resume_equals_uninterrupted(ray_local, arch: Path) -> None:
@@ -241,7 +243,8 @@ def test_engine_equals_one_shot_blend_of_every_chunk(ray_local, arch: Path) -> N
     got = _run(arch, "oneshot", consistency="off", replica_class=f"{REPLICAS}:SpeckleReplica")
     cfg = TranslateConfig(model="tiny-random", scale=4, chunk_px=128, halo_px=8)
     spec = cfg.tile_spec()
-    src = Archive(arch).open_scene("smooth_vv")["backscatter"].values
+    src_ds = Archive(arch).open_scene("smooth_vv")
+    src, attrs = src_ds["backscatter"].values, src_ds.attrs
     rep = SpeckleReplica(ReplicaConfig.from_dict(cfg.replica_config()))
     shape_out = (src.shape[1] * 4, src.shape[2] * 4)
     tiles = {t.key: t for t in iter_tiles(src.shape[1:], spec)}
@@ -255,7 +258,7 @@ def test_engine_equals_one_shot_blend_of_every_chunk(ray_local, arch: Path) -> N
     for k, t in tiles.items():
         y0, y1, x0, x1 = t.chunk
         want[:, y0:y1, x0:x1] = blend_chunk(t.chunk, [preds[n] for n in neighbours(k, grid)],
-                                            band_px=spec.band_px)
+                                            units=attrs["units"], quantity=attrs["quantity"])
     np.testing.assert_array_equal(got, want)
 
 
