@@ -198,12 +198,18 @@ def driver_run(work: Path, n_scenes: int, edge: int,
     return out
 
 
+PARTS = ("efficiency", "driver", "rss")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--rss-sizes", type=int, nargs=2, default=[2048, 8192])
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     p.add_argument("--driver-scenes", type=int, default=4)
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                   help="what to measure (default: all); a partial run updates only those parts "
+                        "of the results file")
     args = p.parse_args(argv)
 
     import ray
@@ -220,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     results: dict[str, dict] = {}
-    for sc in scenarios:
+    for sc in scenarios if "efficiency" in args.parts else []:
         engine_s, bare_s, walls = [], [], []
         for i in range(args.repeats):
             cfg = TranslateConfig(model="tiny-random", scale=4, replicas=sc.replicas,
@@ -239,9 +245,12 @@ def main(argv: list[str] | None = None) -> int:
             "efficiency": median(bare_s) / median(engine_s),
         }
     driver = {}
-    for rep in range(args.repeats):  # same Ray, warm: the cost of a job, not of a process
+    for rep in range(args.repeats if "driver" in args.parts else 0):  # same Ray, warm
         driver[str(rep)] = driver_run(work, args.driver_scenes, 1024)
         print(f"driver run {rep}: {driver[str(rep)]['driver_cpu_s_per_mpx']:.4f} s/Mpx", file=sys.stderr)
+    if "driver" not in args.parts:
+        ray.shutdown()
+        return _partial(args, work, results, None)
     slow = driver_run(work, args.driver_scenes, 1024, "sarray.testing.replicas:SlowIdentityReplica")
     ray.shutdown()
     drv = {"runs": list(driver.values()),
@@ -258,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     drv["fresh_process_runs"] = cold
     drv["driver_cpu_s_per_mpx_fresh_process_median"] = median(c["driver_cpu_s_per_mpx"] for c in cold)
 
+    if "rss" not in args.parts:
+        return _partial(args, work, results, drv)
     rss = {str(size): rss_run(work, size) for size in args.rss_sizes}
     small, large = (str(v) for v in args.rss_sizes)
     result = {
@@ -281,6 +292,26 @@ def main(argv: list[str] | None = None) -> int:
                       "tree_pss_ratio": result["tree_pss_ratio_large_over_small"]}, indent=1))
     print(json.dumps({k: v for k, v in drv.items() if k != "runs"}, indent=1))
     print(f"wrote {path}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _partial(args: argparse.Namespace, work: Path, efficiency: dict, driver: dict | None) -> int:
+    """A run of some parts: print them, and update those parts of an existing results file."""
+    path = args.out / "bench_translate.json"
+    previous = json.loads(path.read_text()) if path.is_file() else None
+    if previous is not None:
+        if efficiency:
+            previous["efficiency"] = efficiency
+        if driver is not None:
+            previous["driver"] = driver
+        previous["environment"] = environment("cpu")
+        write_results("bench_translate", previous, args.out)
+        _plot(previous, path.with_suffix(".png"))
+    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk in ("engine_mpx_s", "bare_mpx_s", "efficiency")}
+                      for k, v in efficiency.items()}, indent=1))
+    if driver is not None:
+        print(json.dumps({k: v for k, v in driver.items() if k not in ("runs", "fresh_process_runs", "fixed_cost_replica")}, indent=1))
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -292,10 +292,11 @@ def translate(
     quicklook: Optional[Path] = typer.Option(None, help="Also write an input/output PNG."),
     chunk_px: int = typer.Option(512, help="Output chunk edge (one tile per chunk)."),
     halo_px: int = typer.Option(16, help="Context around each tile, in input pixels."),
-    batch_size: int = typer.Option(1, help="Tiles per replica call."),
+    batch_size: int = typer.Option(2, help="Tiles per replica call."),
     micro_batch: int = typer.Option(1, help="Tiles per pipeline call in a replica (>1: faster on GPUs, not bitwise batch-invariant)."),
     seed: int = typer.Option(0, help="Global seed of the per-tile noise."),
     consistency: str = typer.Option("multilook", help="multilook | off: keep the input's calibration."),
+    output: str = typer.Option("speckled", "--output", help="speckled | reflectivity: the despeckled image the network generates."),
     steps: Optional[int] = typer.Option(None, help="Sampler steps (default: the preset's)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     restart: bool = typer.Option(False, "--restart", help="Discard an unfinished output instead of resuming it."),
@@ -307,7 +308,7 @@ def translate(
 
     config = TranslateConfig(
         scale=scale, model=model, replicas=replicas, chunk_px=chunk_px, halo_px=halo_px,
-        batch_size=batch_size, micro_batch=micro_batch, seed=seed, consistency=consistency, out_scene=out_scene,
+        batch_size=batch_size, micro_batch=micro_batch, seed=seed, consistency=consistency, output=output, out_scene=out_scene,
         on_unfinished="restart" if restart else "resume", max_chunks=max_chunks, device=device,
         num_inference_steps=steps,
     )

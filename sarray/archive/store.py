@@ -231,6 +231,10 @@ class Archive:
     def has_scene(self, scene_id: str) -> bool:
         return self.exists() and self.catalog_repo().lookup(scene_id) is not None
 
+    def have_scenes(self, scene_ids: list[str]) -> set[str]:
+        """Which of ``scene_ids`` are catalogued (one read of the catalog)."""
+        return set(self.catalog_repo().lookup_many(scene_ids)) if self.exists() else set()
+
     def _lookup(self, scene_id: str) -> tuple[SceneRecord, str]:
         hit = self.catalog_repo().lookup(scene_id) if self.exists() else None
         if hit is None:

@@ -157,8 +157,11 @@ class Dispatcher:
                 raise ReplicaError(
                     f"scene {self.infos[call.out_id].scene_id!r}, tile(s) {keys}: failed "
                     f"{attempts} times; last error: {_last_line(cause)}") from None
-            self.attempts[(call.out_id, tuple(call.keys))] = attempts
-            self.queue.appendleft((call.out_id, call.keys))
+            # A failed batch is retried tile by tile, so that a tile that keeps failing is the
+            # one named (and the others of its batch go on).
+            for key in reversed(call.keys):
+                self.attempts[(call.out_id, (key,))] = attempts
+                self.queue.appendleft((call.out_id, [key]))
             return
         summary.tiles += len(call.keys)
         summary.model_spans.append((pid, node, m0, m1))

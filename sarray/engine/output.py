@@ -36,6 +36,8 @@ class SceneInfo:
         consistency: ``multilook`` or ``off``.
         units, quantity: of the scene's values.
         meta: the scene attributes the replicas read.
+        output: ``speckled`` or ``reflectivity``; ``speckle`` the statistics (a
+            :class:`~sarray.stitch.speckle.SpeckleModel` as a dict) and ``seed`` its seed.
     """
 
     archive_url: str
@@ -49,6 +51,9 @@ class SceneInfo:
     units: str
     quantity: str
     meta: dict[str, Any]
+    output: str = "reflectivity"
+    speckle: dict[str, Any] | None = None
+    seed: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +96,11 @@ class OutputWriter:
         self.provenance_base = provenance_base
         self.outputs: dict[str, Any] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
+        self.speckle: dict[str, Any] | None = None
+        if self.config.output == "speckled":
+            from sarray.stitch.speckle import load_speckle
+
+            self.speckle = load_speckle(self.config.replica_config().get("weights")).to_dict()
 
     def prepare(self, sid: str) -> Prepared:
         """Create (or reopen, to resume) the output of ``sid`` and plan what is left."""
@@ -119,6 +129,8 @@ class OutputWriter:
         units, quantity = attrs["units"], attrs.get("quantity", "unknown")
         snapshot = src_ds.encoding["snapshot"]
         provenance = {**self.provenance_base, "source_scene": sid, "source_snapshot": snapshot}
+        if self.speckle is not None:
+            provenance["speckle"] = {k: v for k, v in self.speckle.items() if k != "log_table"}
         georef = refine_georef(georef_of(src_ds), s)
         spacing = [v / s for v in rec.pixel_spacing_m] if rec.pixel_spacing_m else None
         out_attrs = {
@@ -140,7 +152,8 @@ class OutputWriter:
         info = SceneInfo(archive_url=self.arch.url, scene_id=sid, snapshot=snapshot, out_id=out_id,
                          plan=plan, shape_out=(h_in * s, w_in * s), spec=spec,
                          consistency=config.consistency, units=units, quantity=quantity,
-                         meta=replica_meta(attrs))
+                         meta=replica_meta(attrs), output=config.output, speckle=self.speckle,
+                         seed=config.seed)
         return Prepared(scene_id=sid, out_id=out_id, chunks_total=grid[0] * grid[1], info=info)
 
     def fork(self, out_id: str) -> Any:

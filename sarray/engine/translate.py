@@ -40,6 +40,7 @@ from sarray.errors import ArchiveError, ConfigError
 from sarray.tiles.grid import SCALES, TileSpec
 
 CONSISTENCY = ("multilook", "off")
+OUTPUTS = ("speckled", "reflectivity")
 ON_UNFINISHED = ("resume", "restart")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -57,10 +58,15 @@ class TranslateConfig:
         chunk_px: output chunk edge (output pixels); one tile per chunk.
         halo_px: context around each tile, in input pixels; the blend band is
             ``2 * halo_px * scale`` output pixels wide.
-        batch_size: tiles per actor call.
+        batch_size: tiles per actor call (two halve the Ray calls per tile; the tiles of a
+            call still run one by one unless ``micro_batch`` says otherwise).
         seed: global seed mixed into every tile's noise seed.
-        consistency: ``multilook`` rescales the output so that its multilook (box average of
-            intensity over scale x scale) reproduces the input; ``off`` keeps the raw model output.
+        consistency: ``multilook`` corrects the output smoothly so that its multilook (box
+            average of intensity over scale x scale) reproduces the input; ``off`` keeps the raw
+            model output.
+        output: ``speckled`` (the model's reflectivity times speckle with the sensor statistics
+            stored with the model, :mod:`sarray.stitch.speckle`) or ``reflectivity`` (the
+            despeckled image the network generates).
         out_scene: output scene id; None gives ``<scene>_x<scale>``.
         on_unfinished: ``resume`` an unfinished output with the same settings, or ``restart`` it.
         max_chunks: stop after writing this many chunks (a time-boxed run; rerun to resume).
@@ -78,9 +84,10 @@ class TranslateConfig:
     replicas: int = 1
     chunk_px: int = 512
     halo_px: int = 16
-    batch_size: int = 1
+    batch_size: int = 2
     seed: int = 0
     consistency: str = "multilook"
+    output: str = "speckled"
     out_scene: str | None = None
     on_unfinished: str = "resume"
     max_chunks: int | None = None
@@ -101,6 +108,8 @@ class TranslateConfig:
             raise ConfigError(f"`batch_size` ({self.batch_size!r}) must be a positive integer")
         if self.consistency not in CONSISTENCY:
             raise ConfigError(f"`consistency` ({self.consistency!r}) must be one of {CONSISTENCY}")
+        if self.output not in OUTPUTS:
+            raise ConfigError(f"`output` ({self.output!r}) must be one of {OUTPUTS}")
         if self.on_unfinished not in ON_UNFINISHED:
             raise ConfigError(f"`on_unfinished` ({self.on_unfinished!r}) must be one of {ON_UNFINISHED}")
         if self.device not in DEVICES:
@@ -226,7 +235,8 @@ def translate(
     if (cog or quicklook) and len(scene_ids) > 1:
         raise ConfigError("--cog/--quicklook take one scene; translate scenes one at a time")
     replica_cfg = config.replica_config()
-    if all(out_arch.has_scene(config.out_scene_for(sid)) for sid in scene_ids):
+    outs = [config.out_scene_for(sid) for sid in scene_ids]
+    if out_arch.have_scenes(outs) == set(outs):
         # Nothing to compute: no Ray, no model; exports still happen below.
         summaries = [TranslateSummary(source_scene=sid, out_scene=config.out_scene_for(sid),
                                       status="exists") for sid in scene_ids]
@@ -277,6 +287,7 @@ def _provenance(arch: Archive, config: TranslateConfig, replica_cfg: dict[str, A
         "chunk_px": config.chunk_px,
         "halo_px": config.halo_px,
         "consistency": config.consistency,
+        "output": config.output,
         "num_inference_steps": config.num_inference_steps,
         "replica_class": config.replica_class,
         "sarray_version": __version__,

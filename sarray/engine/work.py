@@ -100,6 +100,21 @@ def warm_scene(info_box: list[Any]) -> None:
         scene_dataset(info.archive_url, info.scene_id, info.snapshot)
 
 
+_SPECKLE: dict[str, Any] = {}
+
+
+def speckle_model(info: Any) -> Any:
+    """The job's :class:`~sarray.stitch.speckle.SpeckleModel` (built once per worker)."""
+    from sarray.stitch.speckle import SpeckleModel, single_look
+
+    key = info.out_id
+    if key not in _SPECKLE:
+        if len(_SPECKLE) >= INFO_CACHE_SCENES:
+            _SPECKLE.pop(next(iter(_SPECKLE)))
+        _SPECKLE[key] = SpeckleModel.from_dict(info.speckle) if info.speckle else single_look()
+    return _SPECKLE[key]
+
+
 def consistency_halo(spec: Any) -> int:
     """Output pixels of context the consistency step takes around a chunk: HALO_INPUT_PX input
     pixels, within what the chunk's 3 x 3 neighbours' predictions cover on their own."""
@@ -113,11 +128,13 @@ def blend_chunk_of(info: Any, key: tuple[int, int], predictions: list[np.ndarray
     """The blended (and, if asked, radiometrically consistent) values of one chunk from its
     neighbours' predictions (in :func:`sarray.tiles.grid.neighbours` order).
 
-    With the consistency step, the chunk is blended and corrected with a halo (the same pixels
-    its neighbours blend, bit for bit) and cropped, so chunk borders do not show.
+    With ``output`` speckled, the blended reflectivity is multiplied by the sensor's speckle
+    (seamless: the same field at the same pixel for every chunk). With the consistency step,
+    the chunk is blended, speckled and corrected with a halo (the same pixels its neighbours
+    blend, bit for bit) and cropped, so chunk borders do not show.
     """
     from sarray.stitch.blend import Prediction, blend_chunk
-    from sarray.stitch.consistency import apply_consistency
+    from sarray.stitch.speckle import synthesise
     from sarray.tiles.grid import tile_ramps
 
     plan = info.plan
@@ -127,16 +144,18 @@ def blend_chunk_of(info: Any, key: tuple[int, int], predictions: list[np.ndarray
         tile = plan.tiles[n]
         wy, wx = tile_ramps(tile, info.shape_out, info.spec)
         preds.append(Prediction(tile.out, values, wy, wx))
-    if info.consistency != "multilook":
-        return blend_chunk((y0, y1, x0, x1), preds, units=info.units, quantity=info.quantity)
-    halo = consistency_halo(info.spec)
+    halo = consistency_halo(info.spec) if info.consistency == "multilook" else 0
     h, w = info.shape_out
     r = (max(0, y0 - halo), min(h, y1 + halo), max(0, x0 - halo), min(w, x1 + halo))
     values = blend_chunk(r, preds, units=info.units, quantity=info.quantity)
     s = info.spec.scale
-    ds = scene_dataset(info.archive_url, info.scene_id, info.snapshot)
-    src = read_window(ds, (r[0] // s, r[1] // s), (r[2] // s, r[3] // s))
-    values = apply_consistency(values, src, scale=s, units=info.units, quantity=info.quantity)
+    src = None
+    if info.consistency == "multilook":
+        ds = scene_dataset(info.archive_url, info.scene_id, info.snapshot)
+        src = read_window(ds, (r[0] // s, r[1] // s), (r[2] // s, r[3] // s))
+    values = synthesise(values, r, scale=s, units=info.units, quantity=info.quantity,
+                        speckle=speckle_model(info) if info.output == "speckled" else None,
+                        seed=info.seed, scene=info.scene_id, source=src)
     return np.ascontiguousarray(values[:, y0 - r[0] : y1 - r[0], x0 - r[2] : x1 - r[2]])
 
 

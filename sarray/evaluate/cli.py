@@ -30,6 +30,7 @@ def _main(
     scale: int = typer.Option(4, "--scale", help="Degradation scale (without --config)."),
     tile_px: int = typer.Option(128, "--tile-px", help="Target tile edge (without --config)."),
     no_consistency: bool = typer.Option(False, "--no-consistency", help="Skip the consistency step."),
+    output: str = typer.Option("speckled", "--output", help="speckled | reflectivity (as sarray translate)."),
     seed: int = typer.Option(0, "--seed", help="Seed."),
 ) -> None:
     """Degrade held-out tiles, translate them, compare with the truth and the baselines.
@@ -58,7 +59,7 @@ def _main(
         if "archive" not in data:
             raise typer.BadParameter("give --archive or a --config with data.archive")
         cfg = EvaluateConfig(data=PairConfig.from_dict(data), model=model, output_dir=out,
-                             tiles=tiles, consistency=not no_consistency, seed=seed)
+                             tiles=tiles, consistency=not no_consistency, output=output, seed=seed)
         result = evaluate(cfg, progress=True)
     except SarrayError as e:
         typer.echo(f"sarray: error: {e}", err=True)

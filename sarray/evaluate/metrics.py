@@ -184,3 +184,82 @@ def consistency_rms_db(output_intensity: np.ndarray, input_intensity: np.ndarray
         return float("nan")
     d = 10.0 * np.log10(looked[ok]) - 10.0 * np.log10(src[ok])
     return float(np.sqrt(np.mean(d * d)))
+
+
+# -- artefacts -------------------------------------------------------------------------------------
+def block_edge_ratio(intensity: np.ndarray, scale: int) -> float:
+    """Mean |dB gradient| across the input-pixel grid over the mean inside its cells.
+
+    1 for an image that does not know the input grid; a per-block gain (or a pixel-repeat
+    decoder) raises it. Both directions; gradients between dB values of positive pixels only.
+    """
+    db = 10.0 * np.log10(np.where(intensity > 0, intensity, np.nan).astype(np.float64))
+    across, inside = [], []
+    for g in (np.abs(np.diff(db, axis=1)), np.abs(np.diff(db, axis=0)).T):
+        # diff k is between pixels k and k + 1: across a cell border when k + 1 is a multiple.
+        at = (np.arange(g.shape[1]) + 1) % scale == 0
+        across.append(g[:, at])
+        inside.append(g[:, ~at])
+    a = np.concatenate([x[np.isfinite(x)] for x in across])
+    b = np.concatenate([x[np.isfinite(x)] for x in inside])
+    if a.size == 0 or b.size == 0 or b.mean() == 0:
+        return float("nan")
+    return float(a.mean() / b.mean())
+
+
+PEAK_PERIODS_PX = (2, 4, 8)
+
+
+def periodic_peaks_db(image_db: np.ndarray, periods: tuple[int, ...] = PEAK_PERIODS_PX) -> dict[str, float]:
+    """Spectral peaks at the given periods (px): for each, the power at that frequency along
+    rows and columns over the median of its neighbouring frequencies, in dB (0: no peak; a dot
+    grid stamped every 4 px gives tens of dB)."""
+    x = np.nan_to_num(np.asarray(image_db, dtype=np.float64), nan=float(np.nanmean(image_db)))
+    x = x - x.mean()
+    out = {}
+    # Mean 1-D spectra along each axis (rows and columns), Hann-windowed.
+    specs = []
+    for a in (x, x.T):
+        n = a.shape[1]
+        s = (np.abs(np.fft.rfft(a * np.hanning(n), axis=1)) ** 2).mean(axis=0)
+        specs.append((n, s))
+    for period in periods:
+        vals = []
+        for n, s in specs:
+            k = int(round(n / period))
+            if k < 3 or k >= s.size:
+                continue
+            lo, hi = max(1, k - max(3, n // 64)), min(s.size, k + max(3, n // 64) + 1)
+            ref = np.median(np.r_[s[lo : k - 1], s[k + 2 : hi]]) if hi - lo > 4 else np.median(s[1:])
+            vals.append(10 * np.log10(max(s[max(1, k - 1) : k + 2].max(), 1e-30) / max(ref, 1e-30)))
+        out[f"peak_{period}px_db"] = float(max(vals)) if vals else float("nan")
+    return out
+
+
+# Pixels this far below the image's median (dB) are floor-clamped: fully developed single-look
+# speckle has 0.007% of its pixels there.
+FLOOR_BELOW_MEDIAN_DB = 40.0
+
+
+def floor_share(intensity: np.ndarray, below_median_db: float = FLOOR_BELOW_MEDIAN_DB) -> float:
+    """Share of pixels at zero or more than ``below_median_db`` under the median: floor-clamped
+    output (the tiny decoder's dot grid sat at -78 dB)."""
+    i = np.asarray(intensity, dtype=np.float64)
+    i = i[np.isfinite(i)]
+    if not i.size:
+        return float("nan")
+    with np.errstate(divide="ignore"):
+        db = 10 * np.log10(np.maximum(i, 0))
+    med = np.median(db[np.isfinite(db)]) if np.isfinite(db).any() else 0.0
+    return float(np.mean(db <= med - below_median_db))
+
+
+def lag1_autocorrelation(intensity: np.ndarray) -> float:
+    """Lag-1 autocorrelation of intensity, mean of rows and columns."""
+    i = np.asarray(intensity, dtype=np.float64)
+    vals = []
+    for a, b in ((i[:, 1:], i[:, :-1]), (i[1:], i[:-1])):
+        ok = np.isfinite(a) & np.isfinite(b)
+        if ok.sum() > 2:
+            vals.append(float(np.corrcoef(a[ok], b[ok])[0, 1]))
+    return float(np.mean(vals)) if vals else float("nan")

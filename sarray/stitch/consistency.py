@@ -26,9 +26,9 @@ from sarray.archive.radiometry import LOG_FLOOR, from_log_intensity, to_log_inte
 
 # Input pixels of context around a chunk when the engine corrects it (see the module docstring).
 HALO_INPUT_PX = 6
-# Iterate until the multilook is this close to the input (RMS, dB; and no block more than ten
-# times as far), or MAX_ITERATIONS.
-TOLERANCE_DB = 0.01
+# Iterate until the multilook is this close to the input (RMS, dB: a fifth of the 0.1 dB asked
+# of the product), or MAX_ITERATIONS. Each step cuts the error three- to fourfold.
+TOLERANCE_DB = 0.02
 MAX_ITERATIONS = 12
 _DB = np.float32(10.0 / np.log(10.0))
 
@@ -96,6 +96,31 @@ def multilook_log(lg: np.ndarray, scale: int, offset: float | None = None) -> np
         return np.log(block_mean(np.exp(lg - np.float32(offset)), scale)) + np.float32(offset)
 
 
+def correct_log(lg: np.ndarray, target: np.ndarray, *, scale: int,
+                tolerance_db: float = TOLERANCE_DB, max_iterations: int = MAX_ITERATIONS) -> np.ndarray:
+    """The smooth correction in the log domain: fine ln-intensity ``lg`` (P, h*s, w*s) such that
+    its multilook matches the coarse ln-intensity ``target`` (P, h, w). NaN stays NaN."""
+    fine_ok = np.isfinite(lg)
+    all_ok = bool(fine_ok.all())
+    lg_filled = lg if all_ok else np.where(fine_ok, lg, LOG_FLOOR)
+    offset = float(lg_filled.max())
+    looked = multilook_log(lg_filled, scale, offset)
+    # Blocks the correction may touch: an input with intensity, a whole finite output block.
+    whole = True if all_ok else block_mean(fine_ok.astype(np.float32), scale) == 1
+    ok = np.isfinite(target) & (target > LOG_FLOOR) & np.isfinite(looked) & (looked > LOG_FLOOR) & whole
+    sy = _solver(target.shape[-2], scale)
+    sx = _solver(target.shape[-1], scale)
+    g = np.zeros(target.shape, np.float32)
+    for _ in range(max_iterations):
+        r = np.where(ok, target - looked, np.float32(0.0))
+        if not ok.any() or np.sqrt(np.mean(r[ok] ** 2)) * _DB <= tolerance_db:
+            break
+        g += sx(sy(r, -2), -1).astype(np.float32)
+        looked = multilook_log(lg_filled + spread(g, scale), scale, offset + float(g.max()))
+    out = lg_filled + spread(g, scale)
+    return out if all_ok else np.where(fine_ok, out, lg)
+
+
 def apply_consistency(output: np.ndarray, source: np.ndarray, *, scale: int, units: str,
                       quantity: str, tolerance_db: float = TOLERANCE_DB,
                       max_iterations: int = MAX_ITERATIONS) -> np.ndarray:
@@ -107,30 +132,11 @@ def apply_consistency(output: np.ndarray, source: np.ndarray, *, scale: int, uni
         )
     if scale == 1:
         return _pixel_gain(output, source, units=units, quantity=quantity)
-    lg = to_log_intensity(output, units=units, quantity=quantity)
-    target = to_log_intensity(source, units=units, quantity=quantity)
-    fine_ok = np.isfinite(lg)
-    all_ok = bool(fine_ok.all())
-    lg_filled = lg if all_ok else np.where(fine_ok, lg, LOG_FLOOR)
-    offset = float(lg_filled.max())
-    looked = multilook_log(lg_filled, scale, offset)
-    # Blocks the correction may touch: an input with intensity, a whole finite output block.
-    h, w = source.shape[-2:]
-    whole = True if all_ok else block_mean(fine_ok.astype(np.float32), scale) == 1
-    ok = np.isfinite(target) & (target > LOG_FLOOR) & np.isfinite(looked) & (looked > LOG_FLOOR) & whole
-    sy = _solver(source.shape[-2], scale)
-    sx = _solver(source.shape[-1], scale)
-    g = np.zeros(source.shape, np.float32)
-    for _ in range(max_iterations):
-        r = np.where(ok, target - looked, 0.0)
-        if not ok.any() or (np.sqrt(np.mean(r[ok] ** 2)) * _DB <= tolerance_db
-                            and np.abs(r).max() * _DB <= 10 * tolerance_db):
-            break
-        g += sx(sy(r, -2), -1).astype(np.float32)
-        looked = multilook_log(lg_filled + spread(g, scale), scale, offset + float(g.max()))
-    fixed = from_log_intensity(lg_filled + spread(g, scale), units=units,
-                               quantity=quantity)
-    return (fixed if all_ok else np.where(fine_ok, fixed, output)).astype(output.dtype, copy=False)
+    lg = correct_log(to_log_intensity(output, units=units, quantity=quantity),
+                     to_log_intensity(source, units=units, quantity=quantity), scale=scale,
+                     tolerance_db=tolerance_db, max_iterations=max_iterations)
+    fixed = from_log_intensity(lg, units=units, quantity=quantity)
+    return np.where(np.isfinite(output), fixed, output).astype(output.dtype, copy=False)
 
 
 def _pixel_gain(output: np.ndarray, source: np.ndarray, *, units: str, quantity: str) -> np.ndarray:

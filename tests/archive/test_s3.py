@@ -62,8 +62,9 @@ def test_end_to_end_on_s3(s3_archive: str, data_dir: Path, tmp_path: Path) -> No
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         (s,) = translate(s3_archive, ["umbra"], TranslateConfig(
-            scale=2, chunk_px=128, halo_px=8, consistency="off", model="tiny-random",
-            replica_class="sarray.testing.replicas:IdentityReplica"), progress=False)
+            scale=2, chunk_px=128, halo_px=8, consistency="off", output="reflectivity",
+            model="tiny-random", replica_class="sarray.testing.replicas:IdentityReplica"),
+            progress=False)
     finally:
         ray.shutdown()
     assert s.status == "complete", s.line()

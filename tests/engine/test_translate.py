@@ -54,7 +54,8 @@ def _run(arch: Path, out: str, **kw) -> np.ndarray:
 
 
 def test_identity_replica_output_is_the_input_resampled(ray_local, arch: Path) -> None:
-    out = _run(arch, "ident", consistency="off", replica_class=f"{REPLICAS}:IdentityReplica")
+    out = _run(arch, "ident", consistency="off", output="reflectivity",
+               replica_class=f"{REPLICAS}:IdentityReplica")
     src = Archive(arch).open_scene("smooth_vv")["backscatter"].values
     np.testing.assert_array_equal(out, np.repeat(np.repeat(src, 4, 1), 4, 2))
     attrs = Archive(arch).open_scene("ident").attrs
@@ -73,7 +74,9 @@ def _local_cv(img: np.ndarray, rows: slice, cols: slice, box: int = 8) -> float:
 
 
 def test_no_seam_in_gradient_or_speckle_statistics(ray_local, arch: Path) -> None:
-    out = _run(arch, "speckled", consistency="off", replica_class=f"{REPLICAS}:SpeckleReplica")[0]
+    # A model whose tiles carry texture of their own (the blend's hard case): reflectivity out.
+    out = _run(arch, "speckled", consistency="off", output="reflectivity",
+               replica_class=f"{REPLICAS}:SpeckleReplica")[0]
     chunk, band = 128, 8 * 4
     borders = list(range(chunk, out.shape[1], chunk))
     # Gradient across chunk borders vs inside chunks (columns and rows).
@@ -91,14 +94,36 @@ def test_no_seam_in_gradient_or_speckle_statistics(ray_local, arch: Path) -> Non
     assert abs(cv_rows / cv_inside - 1) <= 0.10
 
 
+def test_speckled_output_is_seamless_sensor_speckle_that_multilooks_to_the_input(
+        ray_local, arch: Path) -> None:
+    """The default output: the identity model's reflectivity times the speckle statistics
+    (single-look without stored ones), chunk borders invisible, consistent with the input."""
+    from sarray.stitch.speckle import multiplier, single_look
+
+    out = _run(arch, "phys", replica_class=f"{REPLICAS}:IdentityReplica")
+    src = Archive(arch).open_scene("smooth_vv")["backscatter"].values.astype(np.float64)
+    assert np.isfinite(out).all() and (out > 0).all()
+    err_db = 10 * np.log10(multilook_intensity(out.astype(np.float64) ** 2, 4) / src**2)
+    assert np.sqrt(np.mean(err_db**2)) < 0.05
+    # Fully developed single-look speckle: intensity over its parent pixel is about exponential.
+    ratio = out.astype(np.float64) ** 2 / np.repeat(np.repeat(src**2, 4, 1), 4, 2)
+    assert 0.8 < ratio.var() / ratio.mean() ** 2 < 1.25
+    # Without the consistency step the output is exactly the reflectivity times one speckle
+    # field over the whole scene: chunk borders cannot show.
+    off = _run(arch, "phys_off", consistency="off", replica_class=f"{REPLICAS}:IdentityReplica")
+    refl = np.repeat(np.repeat(src, 4, 1), 4, 2)
+    field = multiplier(single_look(), (0, off.shape[1], 0, off.shape[2]), 1, seed=0, scene="smooth_vv")
+    np.testing.assert_allclose(off.astype(np.float64) ** 2 / refl**2, field, rtol=1e-4)
+
+
 def test_consistency_step_reproduces_the_input(ray_local, arch: Path) -> None:
     out = _run(arch, "consistent", consistency="multilook", replica_class=f"{REPLICAS}:SpeckleReplica")
     src = Archive(arch).open_scene("smooth_vv")["backscatter"].values.astype(np.float64)
     # Linear float values without "amp"/"db" hints are taken as amplitude: intensity = v**2.
     assert Archive(arch).open_scene("consistent").attrs["quantity"] == "unknown"
-    # The smooth correction converges to hundredths of a dB, chunk by chunk (with its halo).
+    # The smooth correction converges to a few hundredths of a dB RMS, chunk by chunk (halo).
     err_db = 10 * np.log10(multilook_intensity(out.astype(np.float64) ** 2, 4) / src**2)
-    assert np.sqrt(np.mean(err_db**2)) < 0.02 and np.abs(err_db).max() < 0.1
+    assert np.sqrt(np.mean(err_db**2)) < 0.05 and np.abs(err_db).max() < 1.0
 
 
 def test_resume_equals_uninterrupted(ray_local, arch: Path) -> None:
@@ -240,7 +265,8 @@ def test_engine_equals_one_shot_blend_of_every_chunk(ray_local, arch: Path) -> N
     from sarray.testing.replicas import SpeckleReplica
     from sarray.tiles.grid import iter_tiles, neighbours, tile_ramps
 
-    got = _run(arch, "oneshot", consistency="off", replica_class=f"{REPLICAS}:SpeckleReplica")
+    got = _run(arch, "oneshot", consistency="off", output="reflectivity",
+               replica_class=f"{REPLICAS}:SpeckleReplica")
     cfg = TranslateConfig(model="tiny-random", scale=4, chunk_px=128, halo_px=8)
     spec = cfg.tile_spec()
     src_ds = Archive(arch).open_scene("smooth_vv")
