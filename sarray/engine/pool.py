@@ -41,6 +41,11 @@ class ReplicaActor:
     def ready(self) -> int:
         return self.host.pid
 
+    def warm(self, info_box: list[Any]) -> None:
+        from sarray.engine.work import warm_scene
+
+        warm_scene(info_box, inputs=True)
+
     def predict(self, info_box: list[Any], keys: list[tuple[int, int]]) -> tuple[Any, ...]:
         return self.host.predict(info_box, keys)
 
@@ -219,8 +224,19 @@ ASSEMBLE_NUM_CPUS = 0.25
 MIN_ASSEMBLERS = 2
 
 
+# Assemblers run at a lower CPU priority than the replicas beside them: where cores are shared
+# (CPU clusters), the model stays on the critical path and assembly fills the gaps.
+ASSEMBLER_NICE = 5
+
+
 class AssemblerActor:
     """Blends and writes chunks (:func:`sarray.engine.work.assemble_chunks`) in a Ray worker."""
+
+    def __init__(self) -> None:
+        try:
+            os.nice(ASSEMBLER_NICE)
+        except OSError:  # pragma: no cover - not permitted: keep the default priority
+            pass
 
     def ready(self) -> int:
         from sarray.engine.work import warm_imports

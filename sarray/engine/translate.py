@@ -36,6 +36,16 @@ from sarray.archive.layout import (
 )
 from sarray.archive.store import Archive
 from sarray.config import PREFETCH_BATCHES_PER_REPLICA
+from sarray.engine.dispatch import Dispatcher, get
+from sarray.engine.plan import Assembler
+from sarray.engine.pool import (
+    MIN_ASSEMBLERS,
+    ActorPool,
+    AssemblerPool,
+    plan_pool,
+    start_actor,
+    start_writer,
+)
 from sarray.errors import ArchiveError, ConfigError
 from sarray.tiles.grid import SCALES, TileSpec
 
@@ -310,17 +320,6 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
     import ray
     from tqdm.auto import tqdm
 
-    from sarray.engine.dispatch import Dispatcher, get
-    from sarray.engine.plan import Assembler
-    from sarray.engine.pool import (
-        MIN_ASSEMBLERS,
-        ActorPool,
-        AssemblerPool,
-        plan_pool,
-        start_actor,
-        start_writer,
-    )
-
     # 1. The job's output writer plans every scene (outputs created, or reopened to resume).
     writer = start_writer(arch.url, out_arch.url, config.to_dict(), _provenance(arch, config, replica_cfg))
     try:
@@ -339,10 +338,13 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
                    desc=f"translate x{config.scale}", file=sys.stderr, disable=not progress,
                    dynamic_ncols=True)
         try:
-            get([a.ready.remote() for a in pool.actors] + assemblers.ready())
             boxes = {o: [ray.put(i)] for o, i in infos.items()}  # fetched once per worker
-            if boxes:
-                assemblers.warm(next(iter(boxes.values())))
+            # While the models load, every worker opens the first scene (queued behind __init__).
+            first = [next(iter(boxes.values()))] if boxes else []
+            get([a.ready.remote() for a in pool.actors] + assemblers.ready()
+                + [a.warm.remote(b) for a in pool.actors for b in first])
+            if first:
+                assemblers.warm(first[0])
             # 3. Stream every scene through the pool, the assembly tasks and the writer.
             Dispatcher(
                 pool=pool, writer=writer, assemble=assemblers, infos=infos,

@@ -93,10 +93,11 @@ def warm_imports() -> int:
     return os.getpid()
 
 
-def warm_scene(info_box: list[Any]) -> None:
-    """Fetch a scene's info and open its dataset before its first chunk arrives."""
+def warm_scene(info_box: list[Any], inputs: bool = False) -> None:
+    """Fetch a scene's info and open its dataset before its first tile or chunk arrives
+    (``inputs``: a replica, which reads every tile; assemblers read only for consistency)."""
     info = scene_info(info_box)
-    if info.consistency == "multilook":
+    if inputs or info.consistency == "multilook":
         scene_dataset(info.archive_url, info.scene_id, info.snapshot)
 
 

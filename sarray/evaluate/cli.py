@@ -35,7 +35,7 @@ def _main(
 ) -> None:
     """Degrade held-out tiles, translate them, compare with the truth and the baselines.
 
-    Example: sarray evaluate -c sarray/models/weights/tiny-recipe/stage2-diffusion.yaml --model tiny
+    Example: sarray evaluate -c recipes/tiny/stage2-diffusion.yaml --model tiny
     """
     if ctx.invoked_subcommand is not None:
         return

@@ -47,6 +47,9 @@ _MAX_INVALID_FRACTION = 0.05
 _MAX_DRAWS = 64
 
 
+TARGETS = ("speckled", "reflectivity")
+
+
 @dataclass(frozen=True, kw_only=True)
 class PairConfig:
     """Where training pairs come from and how they are made.
@@ -62,6 +65,12 @@ class PairConfig:
         pol_mode: ``single`` (each tile one random polarisation) or ``auto`` (a co-pol +
             cross-pol pair where the scene has one, else single).
         normalisation: SAR -> model space (the replica's default).
+        target: what the network learns to generate: ``speckled`` (the fine tile itself) or
+            ``reflectivity`` (its local mean of intensity over
+            :data:`sarray.stitch.speckle.REFLECTIVITY_PX` pixels: structure without speckle,
+            which the engine multiplies by the sensor's speckle).
+        dequantise: integer DN tiles (8-bit products clip dark speckle to 0) get a uniform
+            dither within their quantisation step, so zeros become small amplitudes.
         seed: seed of the tile sampler.
     """
 
@@ -74,9 +83,13 @@ class PairConfig:
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
     pol_mode: str = "auto"
     normalisation: NormalisationConfig = field(default_factory=NormalisationConfig)
+    target: str = "speckled"
+    dequantise: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ConfigError(f"`target` ({self.target!r}) must be one of {TARGETS}")
         if not isinstance(self.archive, str) or not self.archive:
             raise ConfigError(f"`archive` ({self.archive!r}) must be an archive path")
         if self.scenes is not None and (not isinstance(self.scenes, tuple) or not self.scenes):
@@ -261,6 +274,8 @@ class PairSampler:
         attrs = scene.attrs
         units, quantity = attrs[layout.ATTR_UNITS], attrs[layout.ATTR_QUANTITY]
         target = np.where(bad, np.nan, target).astype(np.float32)
+        if cfg.dequantise and units == "dn" and np.array_equal(target[~bad], np.round(target[~bad])):
+            target = (target + rng.uniform(0.0, 1.0, target.shape)).astype(np.float32)
         condition = degrade(target, units=units, quantity=quantity, config=cfg.degradation, rng=rng)
         pols = [str(attrs[layout.ATTR_POLS][i]) for i in pols_i]
         meta = {
@@ -275,6 +290,8 @@ class PairSampler:
         prompt = build_prompt(SceneMeta.from_dict(meta), scale=cfg.degradation.scale)
         return {
             "target": target,
+            "train_target": reflectivity_of(target, units=units, quantity=quantity)
+            if cfg.target == "reflectivity" else target,
             "condition": condition,
             "meta": meta,
             "scene_id": scene.scene_id,
@@ -286,16 +303,34 @@ class PairSampler:
         }
 
 
+def reflectivity_of(values: np.ndarray, *, units: str, quantity: str) -> np.ndarray:
+    """The despeckled target: local mean of intensity over REFLECTIVITY_PX (archive units)."""
+    from scipy.ndimage import uniform_filter
+
+    from sarray.archive.radiometry import from_intensity, to_intensity
+    from sarray.stitch.speckle import REFLECTIVITY_PX
+
+    i = to_intensity(values.astype(np.float64), units=units, quantity=quantity)
+    bad = ~np.isfinite(i)
+    filled = np.where(bad, 0.0, i)
+    num = uniform_filter(filled, (1, REFLECTIVITY_PX, REFLECTIVITY_PX), mode="reflect")
+    den = uniform_filter((~bad).astype(np.float64), (1, REFLECTIVITY_PX, REFLECTIVITY_PX), mode="reflect")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(den > 0, num / den, np.nan)
+    return np.where(bad, np.nan, from_intensity(r, units=units, quantity=quantity)).astype(np.float32)
+
+
 def to_model_space(pair: dict[str, Any], normalisation: NormalisationConfig) -> tuple[np.ndarray, np.ndarray]:
     """A pair's target and condition as model RGB in [0, 1]: ``(3, T, T)`` and ``(3, t, t)``.
 
-    Uses the condition's (degraded) statistics for both, as the replica does at inference;
-    no-data becomes 0, as in the replica.
+    The target is the pair's ``train_target`` (the tile, or its reflectivity). Uses the
+    condition's (degraded) statistics for both, as the replica does at inference; no-data
+    becomes 0, as in the replica.
     """
     meta = pair["meta"]
     out = []
-    for key in ("target", "condition"):
-        x = normalise(pair[key], config=normalisation, units=meta[layout.ATTR_UNITS],
+    for key in ("train_target", "condition"):
+        x = normalise(pair.get(key, pair["target"]), config=normalisation, units=meta[layout.ATTR_UNITS],
                       quantity=meta[layout.ATTR_QUANTITY], polarisations=meta[layout.ATTR_POLS],
                       statistics=meta[layout.ATTR_STATS])
         x = np.where(np.isfinite(x), x, 0.0)

@@ -10,7 +10,10 @@ translates):
 - ``mstar``: MSTAR X-band target chips, about 0.3 m, 8-bit JPEG, one scene per chip
   (``mstar-c<class>-<n>``).
 
-:data:`DEFAULT_VAL_SCENES` holds out, by scene, the second UAVSAR date and MSTAR classes 8 and 9.
+:data:`DEFAULT_VAL_SCENES` holds out, by scene, the second UAVSAR date and MSTAR classes 8 and 9,
+and, by area (ingested as scenes of their own), the last :data:`UMBRA_VAL_ROWS` rows of the Umbra
+scene and the last :data:`SPACENET6_VAL_ROWS` rows of SpaceNet 6: the sub-metre single-look
+held-out data that quality is reported on.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from typing import Any
 from sarray.errors import ConfigError
 
 UAVSAR_VAL = "uavsar-grand-mesa-amp2"
+UMBRA_ROWS, UMBRA_VAL_ROWS = 1500, 300  # of umbra_yasur_train.tif (1500 x 2000)
+SPACENET6_ROWS, SPACENET6_VAL_ROWS = 200, 64  # of the 200 x 200 SpaceNet 6 rasters
+UMBRA_VAL = "umbra-yasur-val"
+SPACENET6_VAL = "spacenet6-rotterdam-val"
 #: MSTAR classes held out for validation (class index = folder name).
 MSTAR_VAL_CLASSES: tuple[int, ...] = (8, 9)
 MSTAR_CLASSES: tuple[int, ...] = tuple(range(10))
@@ -32,7 +39,7 @@ def mstar_scene_id(cls: int, n: int) -> str:
     return f"mstar-c{cls}-{n:05d}"
 
 
-DEFAULT_VAL_SCENES: tuple[str, ...] = (UAVSAR_VAL,) + tuple(
+DEFAULT_VAL_SCENES: tuple[str, ...] = (UAVSAR_VAL, UMBRA_VAL, SPACENET6_VAL) + tuple(
     mstar_scene_id(c, n) for c in MSTAR_VAL_CLASSES for n in range(1, MSTAR_PER_CLASS + 1)
 )
 
@@ -47,7 +54,7 @@ def ingest_training_sources(data_dir: str | Path, archive: str | Path) -> list[A
     Returns:
         The ingest results, one per scene.
     """
-    from sarray.ingest.config import IngestConfig
+    from sarray.ingest.config import IngestConfig, Window
     from sarray.ingest.run import ingest
 
     d = Path(data_dir)
@@ -58,10 +65,18 @@ def ingest_training_sources(data_dir: str | Path, archive: str | Path) -> list[A
             "shared data folder"
         )
     results: list[Any] = []
-    results += ingest([d / "umbra" / "umbra_yasur_train.tif"], archive, IngestConfig(
-        platform="spaceborne", sensor="Umbra-04", pols=("VV",), scene_id="umbra-yasur-train"))
-    results += ingest(sorted((air / "spacenet6-capella").glob("sar_*.tif")), archive, IngestConfig(
-        platform="airborne", sensor="MetaSensing", grouping="stack", scene_id="spacenet6-rotterdam"))
+    umbra = d / "umbra" / "umbra_yasur_train.tif"
+    cut = UMBRA_ROWS - UMBRA_VAL_ROWS
+    for sid, win in (("umbra-yasur-train", Window(row=0, col=0, height=cut, width=2000)),
+                     (UMBRA_VAL, Window(row=cut, col=0, height=UMBRA_VAL_ROWS, width=2000))):
+        results += ingest([umbra], archive, IngestConfig(
+            platform="spaceborne", sensor="Umbra-04", pols=("VV",), scene_id=sid, window=win))
+    sn6 = sorted((air / "spacenet6-capella").glob("sar_*.tif"))
+    cut = SPACENET6_ROWS - SPACENET6_VAL_ROWS
+    for sid, win in (("spacenet6-rotterdam", Window(row=0, col=0, height=cut, width=200)),
+                     (SPACENET6_VAL, Window(row=cut, col=0, height=SPACENET6_VAL_ROWS, width=200))):
+        results += ingest(sn6, archive, IngestConfig(
+            platform="airborne", sensor="MetaSensing", grouping="stack", scene_id=sid, window=win))
     for k, sid in ((1, "uavsar-grand-mesa-amp1"), (2, UAVSAR_VAL)):
         results += ingest([air / "uavsar-grand-mesa" / f"uavsar_utm.amp{k}.real.tif"], archive,
                           IngestConfig(platform="airborne", sensor="UAVSAR", pols=("HH",), scene_id=sid))

@@ -1,0 +1,97 @@
+"""Speckle from physics: unit-mean multipliers with the sensor's statistics, one seamless field
+per scene and seed, statistics estimated back from speckled images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sarray.errors import ConfigError
+from sarray.stitch.speckle import (
+    SPECKLE_FILE,
+    SpeckleModel,
+    _lag1,
+    apply_speckle,
+    estimate_speckle,
+    load_speckle,
+    multiplier,
+    single_look,
+)
+
+
+def test_single_look_speckle_is_exponential() -> None:
+    n = multiplier(single_look(), (0, 256, 0, 256), 2, seed=0, scene="s")
+    assert n.shape == (2, 256, 256) and (n > 0).all()
+    assert abs(n.mean() - 1) < 0.02 and abs(n.var() - 1) < 0.08  # exponential: var = mean^2
+    assert abs(_lag1(n[0], np.ones(n.shape[1:], bool))) < 0.02
+
+
+def test_the_field_is_one_field_per_scene_and_seed() -> None:
+    m = single_look()
+    whole = multiplier(m, (0, 300, 0, 400), 1, seed=3, scene="a")
+    for r in [(0, 128, 0, 128), (17, 230, 101, 399), (128, 129, 255, 257)]:
+        np.testing.assert_array_equal(multiplier(m, r, 1, seed=3, scene="a"),
+                                      whole[:, r[0] : r[1], r[2] : r[3]])
+    assert not np.array_equal(multiplier(m, (0, 64, 0, 64), 1, seed=4, scene="a"), whole[:, :64, :64])
+    assert not np.array_equal(multiplier(m, (0, 64, 0, 64), 1, seed=3, scene="b"), whole[:, :64, :64])
+
+
+def _correlated_speckle(shape, looks: float, sigma: float, seed: int) -> np.ndarray:
+    """Gamma speckle of ``looks`` looks, spatially correlated by a Gaussian impulse response."""
+    from scipy.ndimage import gaussian_filter
+    from scipy.special import gammaincinv, ndtr
+
+    rng = np.random.default_rng(seed)
+    z = gaussian_filter(rng.standard_normal(shape), sigma)
+    z /= z.std()
+    return gammaincinv(looks, ndtr(z)) / looks
+
+
+def test_estimated_statistics_reproduce_looks_correlation_and_tail() -> None:
+    rng = np.random.default_rng(0)
+    from scipy.ndimage import gaussian_filter
+
+    refl = np.exp(gaussian_filter(rng.normal(0, 1, (384, 384)), 12) * 6)
+    truth = refl * _correlated_speckle(refl.shape, looks=1.5, sigma=0.8, seed=1)
+    est = estimate_speckle([truth], source="synthetic test")
+    # ENL of n = I / (local mean over 5 px): a little above the speckle's 1.5 looks, since a
+    # correlated speckle is partly followed by its local mean.
+    assert 1.2 < est.looks < 3.0
+    assert est.sigma_px > 0.2 and est.lag1 > 0.1
+    n = multiplier(est, (0, 256, 0, 256), 1, seed=0, scene="x")[0]
+    assert abs(n.mean() - 1) < 0.03
+    assert abs(_lag1(n, np.ones(n.shape, bool)) - est.lag1) < 0.06
+    # The sampled multiplier has the measured ratio's spread.
+    from sarray.stitch.speckle import _ratio
+
+    ratio, _ = _ratio(truth)
+    assert abs(np.log(n).std() / np.log(ratio[np.isfinite(ratio) & (ratio > 0)]).std() - 1) < 0.1
+
+
+def test_statistics_round_trip_and_load(tmp_path: Path) -> None:
+    m = single_look()
+    again = SpeckleModel.from_dict(json.loads(json.dumps(m.to_dict())))
+    np.testing.assert_allclose(again.log_table, m.log_table, atol=1e-6)
+    assert load_speckle(None) == single_look() and load_speckle(tmp_path) == single_look()
+    (tmp_path / SPECKLE_FILE).write_text(json.dumps(m.to_dict()))
+    assert load_speckle(tmp_path).looks == m.looks
+    (tmp_path / SPECKLE_FILE).write_text('{"looks": 1}')
+    with pytest.raises(ConfigError, match="speckle statistics .* unreadable"):
+        load_speckle(tmp_path)
+
+
+@pytest.mark.parametrize(("units", "quantity"), [("db", "intensity"), ("linear", "intensity"),
+                                                 ("linear", "amplitude"), ("dn", "amplitude")])
+def test_speckle_keeps_no_data_and_positivity(units: str, quantity: str) -> None:
+    from sarray.archive.radiometry import from_intensity, to_intensity
+
+    refl = from_intensity(np.full((1, 64, 64), 0.2), units=units, quantity=quantity).astype(np.float32)
+    refl[0, :4] = np.nan
+    out = apply_speckle(refl, (0, 64, 0, 64), single_look(), seed=0, scene="s", units=units,
+                        quantity=quantity)
+    assert np.isnan(out[0, :4]).all() and np.isfinite(out[0, 4:]).all()
+    i = to_intensity(out[0, 4:].astype(np.float64), units=units, quantity=quantity)
+    assert (i > 0).all() and abs(i.mean() / 0.2 - 1) < 0.1
