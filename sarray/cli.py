@@ -297,6 +297,7 @@ def translate(
     seed: int = typer.Option(0, help="Global seed of the per-tile noise."),
     consistency: str = typer.Option("multilook", help="multilook | off: keep the input's calibration."),
     output: str = typer.Option("speckled", "--output", help="speckled | reflectivity: the despeckled image the network generates."),
+    speckle: Optional[str] = typer.Option(None, "--speckle", help="Speckle statistics stored with the model (a sensor, or pooled; default: the model's)."),
     steps: Optional[int] = typer.Option(None, help="Sampler steps (default: the preset's)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     restart: bool = typer.Option(False, "--restart", help="Discard an unfinished output instead of resuming it."),
@@ -308,7 +309,7 @@ def translate(
 
     config = TranslateConfig(
         scale=scale, model=model, replicas=replicas, chunk_px=chunk_px, halo_px=halo_px,
-        batch_size=batch_size, micro_batch=micro_batch, seed=seed, consistency=consistency, output=output, out_scene=out_scene,
+        batch_size=batch_size, micro_batch=micro_batch, seed=seed, consistency=consistency, output=output, speckle=speckle, out_scene=out_scene,
         on_unfinished="restart" if restart else "resume", max_chunks=max_chunks, device=device,
         num_inference_steps=steps,
     )

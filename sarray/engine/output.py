@@ -100,7 +100,8 @@ class OutputWriter:
         if self.config.output == "speckled":
             from sarray.stitch.speckle import load_speckle
 
-            self.speckle = load_speckle(self.config.replica_config().get("weights")).to_dict()
+            self.speckle = load_speckle(self.config.replica_config().get("weights"),
+                                        self.config.speckle).to_dict()
 
     def prepare(self, sid: str) -> Prepared:
         """Create (or reopen, to resume) the output of ``sid`` and plan what is left."""

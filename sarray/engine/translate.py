@@ -77,6 +77,9 @@ class TranslateConfig:
         output: ``speckled`` (the model's reflectivity times speckle with the sensor statistics
             stored with the model, :mod:`sarray.stitch.speckle`) or ``reflectivity`` (the
             despeckled image the network generates).
+        speckle: which speckle statistics stored with the model to synthesise (a sensor, e.g.
+            ``Umbra-04``, or ``pooled``; ``sarray models info`` lists them); None: the model's
+            default.
         out_scene: output scene id; None gives ``<scene>_x<scale>``.
         on_unfinished: ``resume`` an unfinished output with the same settings, or ``restart`` it.
         max_chunks: stop after writing this many chunks (a time-boxed run; rerun to resume).
@@ -98,6 +101,7 @@ class TranslateConfig:
     seed: int = 0
     consistency: str = "multilook"
     output: str = "speckled"
+    speckle: str | None = None
     out_scene: str | None = None
     on_unfinished: str = "resume"
     max_chunks: int | None = None
@@ -298,6 +302,7 @@ def _provenance(arch: Archive, config: TranslateConfig, replica_cfg: dict[str, A
         "halo_px": config.halo_px,
         "consistency": config.consistency,
         "output": config.output,
+        "speckle": config.speckle,
         "num_inference_steps": config.num_inference_steps,
         "replica_class": config.replica_class,
         "sarray_version": __version__,

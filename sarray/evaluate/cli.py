@@ -31,6 +31,7 @@ def _main(
     tile_px: int = typer.Option(128, "--tile-px", help="Target tile edge (without --config)."),
     no_consistency: bool = typer.Option(False, "--no-consistency", help="Skip the consistency step."),
     output: str = typer.Option("speckled", "--output", help="speckled | reflectivity (as sarray translate)."),
+    speckle: str = typer.Option("auto", "--speckle", help="Speckle statistics set; auto: the held-out scene's sensor."),
     seed: int = typer.Option(0, "--seed", help="Seed."),
 ) -> None:
     """Degrade held-out tiles, translate them, compare with the truth and the baselines.
@@ -59,7 +60,7 @@ def _main(
         if "archive" not in data:
             raise typer.BadParameter("give --archive or a --config with data.archive")
         cfg = EvaluateConfig(data=PairConfig.from_dict(data), model=model, output_dir=out,
-                             tiles=tiles, consistency=not no_consistency, output=output, seed=seed)
+                             tiles=tiles, consistency=not no_consistency, output=output, speckle=speckle, seed=seed)
         result = evaluate(cfg, progress=True)
     except SarrayError as e:
         typer.echo(f"sarray: error: {e}", err=True)

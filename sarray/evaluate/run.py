@@ -17,7 +17,9 @@ never trained on), the same coarse input is turned into a fine tile by
 and each is compared with the truth (:mod:`sarray.evaluate.metrics`): spectrum and histogram
 distances, consistency, and the artefacts a user sees (block-edge ratio across the input grid,
 periodic spectral peaks at 2, 4 and 8 px, floor-clamped pixels, ENL and CV on homogeneous areas,
-lag-1 autocorrelation). The truth's own values are reported as the reference row. Outputs: ``metrics.json`` (per tile and means),
+lag-1 autocorrelation). The truth's own values are reported as the reference row. Where the truth
+is an integer DN product (8-bit Umbra: a fifth of its pixels are clipped to 0), every method's
+output is rounded to whole DN first, as that product would record it. Outputs: ``metrics.json`` (per tile and means),
 ``metrics.md`` (the table) and ``evaluate.png`` (example tiles and mean spectra).
 """
 
@@ -60,6 +62,8 @@ class EvaluateConfig:
         consistency: apply the radiometric consistency step to the model output.
         output: ``speckled`` (reflectivity times the model's speckle statistics) or
             ``reflectivity``.
+        speckle: the statistics set (see ``sarray translate --speckle``); ``auto``: the one of
+            each held-out tile's sensor where the model stores it, else the default.
         seed: seed of the speckle baseline's draws and of the replica.
         num_inference_steps: sampler steps of the replica (None: the preset default).
     """
@@ -71,6 +75,7 @@ class EvaluateConfig:
     ratio_tiles: int = 64
     consistency: bool = True
     output: str = "speckled"
+    speckle: str | None = "auto"
     seed: int = 0
     num_inference_steps: int | None = None
 
@@ -132,7 +137,7 @@ def evaluate(config: EvaluateConfig, *, progress: bool = False) -> dict[str, Any
     """
     from sarray.models.replica import Replica, ReplicaConfig
     from sarray.models.resolve import resolve_model
-    from sarray.stitch.speckle import load_speckle, synthesise
+    from sarray.stitch.speckle import load_speckle, speckle_sets, synthesise
     from sarray.train.pairs import PairSampler
 
     scale = config.data.degradation.scale
@@ -146,7 +151,14 @@ def evaluate(config: EvaluateConfig, *, progress: bool = False) -> dict[str, Any
     resolved = resolve_model(config.model)
     replica = Replica(ReplicaConfig(**resolved, scale=scale, seed=config.seed,
                                     num_inference_steps=config.num_inference_steps))
-    speckle = load_speckle(resolved.get("weights")) if config.output == "speckled" else None
+    sets, _ = speckle_sets(resolved.get("weights"))
+
+    def speckle_for(sensor: str | None) -> Any:
+        if config.output != "speckled":
+            return None
+        if config.speckle == "auto":
+            return load_speckle(resolved.get("weights"), sensor if sensor in sets else None)
+        return load_speckle(resolved.get("weights"), config.speckle)
     rng = np.random.default_rng([config.seed, 4242])
     rows: list[dict[str, Any]] = []
     examples: list[dict[str, np.ndarray]] = []
@@ -164,10 +176,12 @@ def evaluate(config: EvaluateConfig, *, progress: bool = False) -> dict[str, Any
         # 2. Translate with the model (+ consistency) and the baselines.
         out = replica.translate_tile(pair["condition"], scene_id=pair["scene_id"], tile_index=i, meta=meta)
         out = synthesise(out, (0, out.shape[1], 0, out.shape[2]), scale=scale, units=units,
-                         quantity=quantity, speckle=speckle, seed=config.seed,
+                         quantity=quantity, speckle=speckle_for(meta.get("sensor")), seed=config.seed,
                          scene=f"{pair['scene_id']}#{i}",
                          source=pair["condition"] if config.consistency else None)
         truth_i = to_intensity(pair["target"].astype(np.float64), units=units, quantity=quantity)
+        finite = pair["target"][np.isfinite(pair["target"])]
+        quantised = units == "dn" and bool(np.array_equal(finite, np.round(finite)))
         input_i = to_intensity(pair["condition"].astype(np.float64), units=units, quantity=quantity)
         model_i = to_intensity(out.astype(np.float64), units=units, quantity=quantity)
         # 3. Measure each polarisation plane against the truth.
@@ -180,6 +194,10 @@ def evaluate(config: EvaluateConfig, *, progress: bool = False) -> dict[str, Any
                 "speckle_nz": bl.speckle_baseline(input_i[p], scale, ratios_nz, rng),
                 "model": model_i[p],
             }
+            if quantised:
+                # The truth is an integer DN product (8-bit: dark speckle clipped to 0): every
+                # method is measured as that product would record it, rounded to whole DN.
+                preds = {k: quantise_dn_intensity(v) for k, v in preds.items()}
             mask = m.homogeneous_windows(input_i[p], window=HOMOGENEOUS_WINDOW_COARSE_PX)
             row: dict[str, Any] = {"tile": i, "scene_id": pair["scene_id"], "pol": pol,
                                    "window": list(pair["window"])}
@@ -217,6 +235,12 @@ def evaluate(config: EvaluateConfig, *, progress: bool = False) -> dict[str, Any
     plot_evaluation(examples, spectra, out_dir / "evaluate.png")
     result["files"] = [str(out_dir / f) for f in ("metrics.json", "metrics.md", "evaluate.png")]
     return result
+
+
+def quantise_dn_intensity(intensity: np.ndarray) -> np.ndarray:
+    """Intensity of an amplitude rounded to whole DN (as an integer DN product records it)."""
+    a = np.round(np.sqrt(np.maximum(intensity, 0.0)))
+    return np.where(np.isfinite(intensity), a * a, np.nan)
 
 
 def _mean(values: list[float]) -> float:

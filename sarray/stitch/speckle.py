@@ -47,7 +47,8 @@ class SpeckleModel:
     Args:
         log_table: ln of the unit-mean intensity multiplier at each value of :data:`Z_GRID`.
         sigma_px: width of the Gaussian impulse response of the field (output pixels; 0: white).
-        looks: equivalent number of looks, 1 / var(n), on homogeneous areas.
+        looks: equivalent number of looks on homogeneous areas: of the Gamma speckle with the
+            upper-quartile-to-median ratio of n there (robust to 8-bit zeros below it).
         lag1: lag-1 autocorrelation of n (mean of rows and columns), on homogeneous areas.
         bright_fraction: share of pixels brighter than ten times their local mean.
         source: how and from what the statistics were estimated.
@@ -92,15 +93,46 @@ def single_look() -> SpeckleModel:
                         source="default: single-look exponential speckle, uncorrelated")
 
 
-def load_speckle(weights: str | Path | None) -> SpeckleModel:
-    """The speckle statistics stored with a model (``speckle.json``), or :func:`single_look`."""
-    if weights is None:
+def load_speckle(weights: str | Path | None, name: str | None = None) -> SpeckleModel:
+    """A set of speckle statistics stored with a model (``speckle.json``: ``{"default": NAME,
+    "sets": {NAME: statistics}}``), or :func:`single_look` when the model stores none.
+
+    Args:
+        weights: the model's weights folder (None: no stored statistics).
+        name: the set (a sensor, e.g. ``Umbra-04``, or ``pooled``); None: the model's default.
+
+    Raises:
+        ConfigError: an unreadable file, or a ``name`` the model does not store.
+    """
+    sets, default = speckle_sets(weights)
+    if not sets:
+        if name not in (None, "single-look"):
+            raise ConfigError(f"`speckle` ({name!r}): the model stores no speckle statistics; "
+                              "leave it unset (single-look speckle)")
         return single_look()
+    key = default if name is None else name
+    if key not in sets:
+        raise ConfigError(f"`speckle` ({name!r}) is not stored with the model; it has "
+                          f"{sorted(sets)} (default {default!r})")
+    return sets[key]
+
+
+def speckle_sets(weights: str | Path | None) -> tuple[dict[str, SpeckleModel], str | None]:
+    """Every set of statistics stored with a model, and the name of the default one."""
+    if weights is None:
+        return {}, None
     path = Path(weights) / SPECKLE_FILE
     if not path.is_file():
-        return single_look()
+        return {}, None
     try:
-        return SpeckleModel.from_dict(json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        if "log_table" in data:  # a single set
+            return {"default": SpeckleModel.from_dict(data)}, "default"
+        sets = {k: SpeckleModel.from_dict(v) for k, v in data["sets"].items()}
+        default = str(data["default"])
+        if default not in sets:
+            raise KeyError(default)
+        return sets, default
     except (ValueError, TypeError, KeyError) as e:
         raise ConfigError(f"speckle statistics {str(path)!r} are unreadable ({e}); re-estimate "
                           "them with `python recipes/tiny/speckle_stats.py`") from None
@@ -221,9 +253,12 @@ def _ratio(intensity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from scipy.ndimage import uniform_filter
 
     i = intensity.astype(np.float64)
-    r = uniform_filter(i, REFLECTIVITY_PX, mode="reflect")
+    valid = np.isfinite(i)
+    num = uniform_filter(np.where(valid, i, 0.0), REFLECTIVITY_PX, mode="reflect")
+    den = uniform_filter(valid.astype(np.float64), REFLECTIVITY_PX, mode="reflect")
     with np.errstate(divide="ignore", invalid="ignore"):
-        n = np.where(r > 0, i / r, np.nan)
+        r = np.where(den > 0.5, num / den, np.nan)
+        n = np.where(valid & (r > 0), i / r, np.nan)
         # Homogeneous: the reflectivity varies little around the pixel (lowest quarter of the
         # local spread of ln R over 15 px).
         lr = np.log(np.where(r > 0, r, np.nan))
@@ -246,7 +281,8 @@ def _lag1(n: np.ndarray, mask: np.ndarray) -> float:
 def estimate_speckle(intensities: list[np.ndarray], *, source: str, seed: int = 0) -> SpeckleModel:
     """The speckle statistics of high-resolution intensity images (2-D arrays, any scale).
 
-    Zeros (8-bit products clip dark pixels to 0) must be dequantised or masked (NaN) first.
+    Zeros (8-bit products clip dark pixels to 0) may stay: they lie below the median, where the
+    table follows Gamma speckle of the looks fitted above it.
     """
     from scipy.special import ndtr
 
@@ -260,13 +296,53 @@ def estimate_speckle(intensities: list[np.ndarray], *, source: str, seed: int = 
     allv = np.concatenate(ns)
     hom = np.concatenate(homs)
     table = np.quantile(np.log(allv), np.clip(ndtr(Z_GRID), 0, 1))
-    table = _unit_mean(table)
     lag1 = float(np.mean(lag))
-    looks = float(1.0 / np.var(hom / hom.mean()))
+    looks = _looks_from_quantiles(hom)
+    table = _unit_mean(_physical_lower_tail(table, looks))
     draft = SpeckleModel(log_table=tuple(table), sigma_px=0.0, looks=looks, lag1=lag1,
                          bright_fraction=float((allv > 10).mean()), source=source)
     return SpeckleModel(**{**asdict(draft), "log_table": tuple(table),
                            "sigma_px": _fit_sigma(draft, lag1, seed)})
+
+
+# Below this probability (the median) the table follows Gamma speckle of the measured looks:
+# dark pixels of real products are dominated by quantisation (8-bit zeros), clipping and no-data
+# borders, not by speckle, and would otherwise put whole percents of pixels 40 dB down.
+LOWER_TAIL_P = 0.5
+
+
+def _looks_from_quantiles(n: np.ndarray) -> float:
+    """The looks L of Gamma speckle whose upper-quartile-to-median ratio is that of ``n``: scale
+    free, so neither what lies below the median (8-bit zeros, clipping) nor the normalisation
+    moves it, unlike 1 / var(n)."""
+    from scipy.optimize import brentq
+    from scipy.special import gammaincinv
+
+    q50, q75 = np.quantile(n, [0.5, 0.75])
+    if not q50 > 0:
+        return 0.3
+    ratio = float(q75 / q50)
+    f = lambda looks: gammaincinv(looks, 0.75) / gammaincinv(looks, 0.5) - ratio  # noqa: E731
+    lo, hi = 0.3, 200.0
+    if f(lo) <= 0:
+        return lo
+    if f(hi) >= 0:
+        return hi
+    return float(brentq(f, lo, hi))
+
+
+def _physical_lower_tail(table: np.ndarray, looks: float) -> np.ndarray:
+    """The empirical ln-multiplier table with its lower tail replaced by Gamma(looks) speckle's,
+    shifted to meet the empirical value at :data:`LOWER_TAIL_P`; the upper tail (bright
+    scatterers) stays as measured."""
+    from scipy.special import gammaincinv, ndtr
+
+    p = np.clip(ndtr(Z_GRID), 1e-300, 1 - 1e-16)
+    gamma = np.log(np.maximum(gammaincinv(looks, p) / looks, 1e-300))
+    j = int(np.searchsorted(p, LOWER_TAIL_P))
+    out = np.array(table, dtype=np.float64)
+    out[:j] = gamma[:j] + (out[j] - gamma[j])
+    return np.maximum.accumulate(out)
 
 
 def _fit_sigma(model: SpeckleModel, lag1: float, seed: int) -> float:

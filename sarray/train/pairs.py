@@ -316,7 +316,7 @@ def reflectivity_of(values: np.ndarray, *, units: str, quantity: str) -> np.ndar
     num = uniform_filter(filled, (1, REFLECTIVITY_PX, REFLECTIVITY_PX), mode="reflect")
     den = uniform_filter((~bad).astype(np.float64), (1, REFLECTIVITY_PX, REFLECTIVITY_PX), mode="reflect")
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(den > 0, num / den, np.nan)
+        r = np.where(den > 0, np.maximum(num, 0.0) / den, np.nan)  # running sums can dip below 0
     return np.where(bad, np.nan, from_intensity(r, units=units, quantity=quantity)).astype(np.float32)
 
 
