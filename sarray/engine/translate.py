@@ -78,7 +78,7 @@ class TranslateConfig:
             stored with the model, :mod:`sarray.stitch.speckle`) or ``reflectivity`` (the
             despeckled image the network generates).
         speckle: which speckle statistics stored with the model to synthesise (a sensor, e.g.
-            ``Umbra-04``, or ``pooled``; ``sarray models info`` lists them); None: the model's
+            ``Umbra-04``, or ``pooled``; ``sarray model speckle`` lists them); None: the model's
             default.
         out_scene: output scene id; None gives ``<scene>_x<scale>``.
         on_unfinished: ``resume`` an unfinished output with the same settings, or ``restart`` it.

@@ -35,3 +35,28 @@ def info(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(code=2) from None
     typer.echo(json.dumps(result, indent=2) if as_json else format_info(result))
+
+
+@app.command()
+def speckle(
+    model: str = typer.Option("tiny", "--model", help="tiny | tiny-random | sdxl | a weights folder."),
+) -> None:
+    """The speckle statistics stored with a model (the sets `sarray translate --speckle` takes).
+
+    Example: sarray model speckle --model tiny
+    """
+    from sarray.errors import SarrayError
+    from sarray.models.resolve import resolve_model
+    from sarray.stitch.speckle import single_look, speckle_sets
+
+    try:
+        sets, default = speckle_sets(resolve_model(model).get("weights"))
+    except SarrayError as e:
+        typer.echo(f"sarray: error: {e}", err=True)
+        raise typer.Exit(code=1) from None
+    if not sets:
+        typer.echo(f"{model}: no stored statistics; translate uses {single_look().source}")
+        return
+    for name, m in sorted(sets.items()):
+        mark = " (default)" if name == default else ""
+        typer.echo(f"{name}{mark}: {m.summary()}\n    {m.source}")

@@ -101,3 +101,21 @@ def test_bad_pair_configs_name_the_fix(hr_archive) -> None:
         PairSampler(PairConfig(archive=str(hr_archive), val_scenes=("nope",)), "train")
     with pytest.raises(ConfigError, match="no scene"):
         PairSampler(PairConfig(archive=str(hr_archive), tile_px=512), "train")
+
+
+def test_reflectivity_targets_are_the_local_mean_and_the_condition_stays_the_tile(hr_archive) -> None:
+    """With target: reflectivity the network learns structure without speckle; the condition
+    is still the degraded (speckled) tile, and the evaluation truth stays the tile itself."""
+    from scipy.ndimage import uniform_filter
+
+    base = dict(archive=str(hr_archive), tile_px=32, degradation=DegradationConfig(scale=2, speckle_looks=None))
+    plain = PairSampler(PairConfig(**base), "train").sample(5)
+    refl = PairSampler(PairConfig(**base, target="reflectivity"), "train").sample(5)
+    np.testing.assert_array_equal(plain["target"], refl["target"])
+    np.testing.assert_array_equal(plain["condition"], refl["condition"])
+    i = plain["target"].astype(np.float64) ** 2  # linear amplitude scenes
+    want = np.sqrt(uniform_filter(i, (1, 5, 5), mode="reflect"))
+    np.testing.assert_allclose(refl["train_target"], want, rtol=1e-4)
+    assert refl["train_target"].std() < 0.7 * plain["target"].std()
+    with pytest.raises(ConfigError, match="`target` .* must be one of"):
+        PairConfig(**base, target="despeckled")
