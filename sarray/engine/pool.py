@@ -224,19 +224,8 @@ ASSEMBLE_NUM_CPUS = 0.25
 MIN_ASSEMBLERS = 2
 
 
-# Assemblers run at a lower CPU priority than the replicas beside them: where cores are shared
-# (CPU clusters), the model stays on the critical path and assembly fills the gaps.
-ASSEMBLER_NICE = 5
-
-
 class AssemblerActor:
     """Blends and writes chunks (:func:`sarray.engine.work.assemble_chunks`) in a Ray worker."""
-
-    def __init__(self) -> None:
-        try:
-            os.nice(ASSEMBLER_NICE)
-        except OSError:  # pragma: no cover - not permitted: keep the default priority
-            pass
 
     def ready(self) -> int:
         from sarray.engine.work import warm_imports
