@@ -147,19 +147,17 @@ def _cuts(edges: set[int], lo: int, hi: int) -> list[tuple[int, int]]:
 
 
 def blend_chunk(region: Region, preds: list[Prediction], *, units: str = "linear",
-                quantity: str = "intensity", band_px: int | None = None) -> np.ndarray:
+                quantity: str = "intensity") -> np.ndarray:
     """The rectangle ``region`` (y0, y1, x0, x1) blended from the predictions that cover it.
 
     Args:
         region: the rectangle on the output grid (a chunk, or a chunk with a halo).
         preds: every prediction that may overlap it.
-        units, quantity: the values' archive units (the blend runs on log intensity).
-        band_px: accepted for compatibility; the cells follow from the predictions' edges.
+        units, quantity: the values' archive units (the blend runs on amplitude).
 
     Returns:
         float32 (P, y1 - y0, x1 - x0); NaN where no prediction has data.
     """
-    del band_px
     y0, y1, x0, x1 = region
     n_p = preds[0].values.shape[0]
     out = np.full((n_p, y1 - y0, x1 - x0), np.nan, np.float32)
