@@ -22,14 +22,13 @@ from pathlib import Path
 import numpy as np
 
 
-def training_planes(archive: str, max_px: int, seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
+def training_planes(archive: str, max_px: int) -> tuple[list[np.ndarray], list[str]]:
     """Intensity planes of the training split's high-resolution scenes, and each plane's sensor."""
     from sarray.archive.radiometry import to_intensity
     from sarray.archive.store import Archive
     from sarray.train.sources import DEFAULT_VAL_SCENES
 
     a = Archive(archive).require()
-    rng = np.random.default_rng(seed)
     planes, used = [], []
     for rec in a.find():
         if rec.scene_id in DEFAULT_VAL_SCENES or not rec.pixel_spacing_m or max(rec.pixel_spacing_m) > 6.0:

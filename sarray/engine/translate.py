@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from sarray import __version__
 from sarray.archive.layout import (
     validate_scene_id,

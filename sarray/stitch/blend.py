@@ -29,6 +29,7 @@ halo agrees bit for bit with its neighbours on the pixels they share.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -143,7 +144,7 @@ def local_mean(values: np.ndarray, size: int) -> np.ndarray:
 def _cuts(edges: set[int], lo: int, hi: int) -> list[tuple[int, int]]:
     """The intervals between consecutive ``edges`` that intersect ``[lo, hi)``."""
     pts = sorted(edges)
-    return [(a, b) for a, b in zip(pts, pts[1:]) if a < hi and b > lo]
+    return [(a, b) for a, b in pairwise(pts) if a < hi and b > lo]
 
 
 def blend_chunk(region: Region, preds: list[Prediction], *, units: str = "linear",

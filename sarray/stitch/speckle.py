@@ -207,7 +207,8 @@ def _fine_table(model: SpeckleModel) -> np.ndarray:
     key = hash(model.log_table)
     if key not in _TABLES:
         fine_z = np.linspace(Z_GRID[0], Z_GRID[-1], (len(Z_GRID) - 1) * _FINE + 1)
-        _TABLES.clear() if len(_TABLES) > 8 else None
+        if len(_TABLES) > 8:
+            _TABLES.clear()
         _TABLES[key] = np.interp(fine_z, Z_GRID, np.asarray(model.log_table)).astype(np.float32)
     return _TABLES[key]
 
@@ -322,7 +323,9 @@ def _looks_from_quantiles(n: np.ndarray) -> float:
     if not q50 > 0:
         return 0.3
     ratio = float(q75 / q50)
-    f = lambda looks: gammaincinv(looks, 0.75) / gammaincinv(looks, 0.5) - ratio  # noqa: E731
+    def f(looks: float) -> float:
+        return float(gammaincinv(looks, 0.75) / gammaincinv(looks, 0.5)) - ratio
+
     lo, hi = 0.3, 200.0
     if f(lo) <= 0:
         return lo
