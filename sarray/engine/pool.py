@@ -29,7 +29,7 @@ def import_object(path: str) -> Any:
 
 # Ray disassembles an actor class's code when it exports it (its "collision identifier"), once per
 # job and class, in the driver: the classes Ray sees are thin shells over plain classes, so that
-# this stays a fraction of a millisecond.
+# this stays small.
 
 
 class ReplicaActor:
@@ -83,10 +83,6 @@ class ReplicaHost:
             torch.set_num_threads(self.threads)
         except ImportError:  # pragma: no cover - torch is part of the model extra
             pass
-
-    def ready(self) -> int:
-        """Returns the worker's pid once the model is loaded."""
-        return self.pid
 
     def predict(self, info_box: list[Any], keys: list[tuple[int, int]]) -> tuple[Any, ...]:
         """Read the tiles' windows from the archive, translate them; returns ``(ack,

@@ -46,10 +46,10 @@ from sarray.engine.pool import (
     start_writer,
 )
 from sarray.errors import ArchiveError, ConfigError
+from sarray.stitch.speckle import OUTPUTS
 from sarray.tiles.grid import SCALES, TileSpec
 
 CONSISTENCY = ("multilook", "off")
-OUTPUTS = ("speckled", "reflectivity")
 ON_UNFINISHED = ("resume", "restart")
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -82,8 +82,10 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.data, PairConfig):
             raise ConfigError(f"`data` ({type(self.data).__name__}) must be a PairConfig")
-        if self.output not in ("speckled", "reflectivity"):
-            raise ConfigError(f"`output` ({self.output!r}) must be speckled or reflectivity")
+        from sarray.stitch.speckle import OUTPUTS
+
+        if self.output not in OUTPUTS:
+            raise ConfigError(f"`output` ({self.output!r}) must be one of {OUTPUTS}")
         for name in ("tiles", "ratio_tiles"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -152,13 +154,16 @@ def evaluate(config: EvaluateConfig, *, progress: bool = False) -> dict[str, Any
     replica = Replica(ReplicaConfig(**resolved, scale=scale, seed=config.seed,
                                     num_inference_steps=config.num_inference_steps))
     sets, _ = speckle_sets(resolved.get("weights"))
+    loaded: dict[str | None, Any] = {}
 
     def speckle_for(sensor: str | None) -> Any:
+        """The statistics a tile of ``sensor`` is speckled with (read once per set)."""
         if config.output != "speckled":
             return None
-        if config.speckle == "auto":
-            return load_speckle(resolved.get("weights"), sensor if sensor in sets else None)
-        return load_speckle(resolved.get("weights"), config.speckle)
+        name = (sensor if sensor in sets else None) if config.speckle == "auto" else config.speckle
+        if name not in loaded:
+            loaded[name] = load_speckle(resolved.get("weights"), name)
+        return loaded[name]
     rng = np.random.default_rng([config.seed, 4242])
     rows: list[dict[str, Any]] = []
     examples: list[dict[str, np.ndarray]] = []

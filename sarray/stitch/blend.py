@@ -56,10 +56,6 @@ class Prediction:
     wy: np.ndarray  # (h,)
     wx: np.ndarray  # (w,)
 
-    @property
-    def weights(self) -> np.ndarray:
-        return np.outer(self.wy, self.wx)
-
 
 # -- the amplitude domain ------------------------------------------------------------------------
 def to_blend_amplitude(values: np.ndarray, *, units: str, quantity: str) -> np.ndarray:
@@ -105,9 +101,7 @@ def _window(values: np.ndarray, ys: slice, xs: slice, r: int) -> np.ndarray:
     x0, x1, _ = xs.indices(w)
     a0, a1, b0, b1 = max(0, y0 - r), min(h, y1 + r), max(0, x0 - r), min(w, x1 + r)
     win = values[..., a0:a1, b0:b1]
-    pad = ((y0 - r) - a0 if y0 - r < 0 else 0, (y1 + r) - a1 if y1 + r > h else 0,
-           (x0 - r) - b0 if x0 - r < 0 else 0, (x1 + r) - b1 if x1 + r > w else 0)
-    pad = (-pad[0], pad[1], -pad[2], pad[3])
+    pad = (max(0, r - y0), max(0, y1 + r - h), max(0, r - x0), max(0, x1 + r - w))
     if not any(pad):
         return win
     if max(pad) > min(h, w):  # wider than the array: index by reflection

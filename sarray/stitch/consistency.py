@@ -20,9 +20,16 @@ Input pixels that are NaN, or have no intensity, get no correction (the model's 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from sarray.archive.radiometry import LOG_FLOOR, from_log_intensity, to_log_intensity
+from sarray.archive.radiometry import (
+    LOG_FLOOR,
+    from_log_intensity,
+    multilook_intensity,
+    to_log_intensity,
+)
 
 # Input pixels of context around a chunk when the engine corrects it (see the module docstring).
 HALO_INPUT_PX = 6
@@ -33,6 +40,7 @@ MAX_ITERATIONS = 12
 _DB = np.float32(10.0 / np.log(10.0))
 
 
+@functools.lru_cache(maxsize=64)
 def _lerp_1d(n_coarse: int, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bilinear spread along one axis: (lower index, upper index, upper weight) per fine pixel;
     fine pixel centres beyond the first and last coarse centres take the edge value."""
@@ -40,8 +48,10 @@ def _lerp_1d(n_coarse: int, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     i0 = np.clip(np.floor(u).astype(np.int64), 0, n_coarse - 1)
     i1 = np.clip(i0 + 1, 0, n_coarse - 1)
     f = np.clip(u - np.floor(u), 0.0, 1.0)
-    f = np.where(u < 0, 0.0, np.where(u > n_coarse - 1, 0.0, f))
-    return i0, i1, f.astype(np.float32)
+    f = np.where(u < 0, 0.0, np.where(u > n_coarse - 1, 0.0, f)).astype(np.float32)
+    for a in (i0, i1, f):
+        a.setflags(write=False)  # cached: shared by every call of this size
+    return i0, i1, f
 
 
 def spread(g: np.ndarray, scale: int) -> np.ndarray:
@@ -64,8 +74,9 @@ def _spread_operator(n: int, scale: int) -> np.ndarray:
     return m
 
 
+@functools.lru_cache(maxsize=64)
 def _solver(n: int, scale: int):
-    """A solve of the spread operator along one axis (banded LU, factorised once)."""
+    """A solve of the spread operator along one axis (LU, factorised once per size)."""
     from scipy.linalg import lu_factor, lu_solve
 
     lu = lu_factor(_spread_operator(n, scale))
@@ -78,14 +89,6 @@ def _solver(n: int, scale: int):
     return solve
 
 
-def block_mean(values: np.ndarray, scale: int) -> np.ndarray:
-    """Mean over ``scale`` x ``scale`` blocks on the last two axes (partial edge blocks dropped)."""
-    h, w = values.shape[-2] // scale, values.shape[-1] // scale
-    lead = values.shape[:-2]
-    x = values[..., : h * scale, : w * scale].reshape(*lead, h * scale, w, scale).sum(axis=-1)
-    return x.reshape(*lead, h, scale, w).sum(axis=-2) / np.float32(scale * scale)
-
-
 def multilook_log(lg: np.ndarray, scale: int, offset: float | None = None) -> np.ndarray:
     """ln of the block mean of intensity, from fine log intensity (..., h*s, w*s). ``offset``
     (default: the largest value) keeps ``exp`` in range."""
@@ -93,7 +96,7 @@ def multilook_log(lg: np.ndarray, scale: int, offset: float | None = None) -> np
         finite = lg[np.isfinite(lg)]
         offset = float(finite.max()) if finite.size else 0.0
     with np.errstate(divide="ignore"):
-        return np.log(block_mean(np.exp(lg - np.float32(offset)), scale)) + np.float32(offset)
+        return np.log(multilook_intensity(np.exp(lg - np.float32(offset)), scale)) + np.float32(offset)
 
 
 def correct_log(lg: np.ndarray, target: np.ndarray, *, scale: int,
@@ -106,7 +109,7 @@ def correct_log(lg: np.ndarray, target: np.ndarray, *, scale: int,
     offset = float(lg_filled.max())
     looked = multilook_log(lg_filled, scale, offset)
     # Blocks the correction may touch: an input with intensity, a whole finite output block.
-    whole = True if all_ok else block_mean(fine_ok.astype(np.float32), scale) == 1
+    whole = True if all_ok else multilook_intensity(fine_ok.astype(np.float32), scale) == 1
     ok = np.isfinite(target) & (target > LOG_FLOOR) & np.isfinite(looked) & (looked > LOG_FLOOR) & whole
     sy = _solver(target.shape[-2], scale)
     sx = _solver(target.shape[-1], scale)
@@ -146,16 +149,3 @@ def _pixel_gain(output: np.ndarray, source: np.ndarray, *, units: str, quantity:
     ok = np.isfinite(lg) & np.isfinite(target) & (target > LOG_FLOOR) & (lg > LOG_FLOOR)
     fixed = from_log_intensity(np.where(ok, target, lg), units=units, quantity=quantity)
     return np.where(np.isfinite(output), fixed, output).astype(output.dtype)
-
-
-def consistency_rms_db(output: np.ndarray, source: np.ndarray, *, scale: int, units: str,
-                       quantity: str) -> float:
-    """RMS (dB) of the multilook of ``output`` against ``source`` over blocks where both have
-    intensity."""
-    lg = to_log_intensity(output, units=units, quantity=quantity)
-    looked = multilook_log(lg, scale) if scale > 1 else lg
-    target = to_log_intensity(source, units=units, quantity=quantity)
-    ok = np.isfinite(looked) & np.isfinite(target) & (target > LOG_FLOOR) & (looked > LOG_FLOOR)
-    if not ok.any():
-        return float("nan")
-    return float(np.sqrt(np.mean((looked[ok] - target[ok]) ** 2)) * _DB)

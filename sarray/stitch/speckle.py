@@ -19,6 +19,7 @@ region of a scene (a chunk, with or without a halo) gets the same multiplier at 
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ Z_GRID = np.linspace(-5.5, 5.5, 1101)
 # Sampling looks the table up on a grid this many times finer (nearest value: one gather).
 _FINE = 8
 SPECKLE_FILE = "speckle.json"
+# What a translation writes: the speckled image, or the network's reflectivity alone.
+OUTPUTS = ("speckled", "reflectivity")
 _SALT = 0x5BECC1E
 
 
@@ -199,18 +202,13 @@ def log_multiplier(model: SpeckleModel, region: tuple[int, int, int, int], n_pol
     return table[idx.astype(np.int32)]
 
 
-_TABLES: dict[int, np.ndarray] = {}
-
-
+@functools.lru_cache(maxsize=8)
 def _fine_table(model: SpeckleModel) -> np.ndarray:
     """The model's table resampled :data:`_FINE` times finer (cached per model)."""
-    key = hash(model.log_table)
-    if key not in _TABLES:
-        fine_z = np.linspace(Z_GRID[0], Z_GRID[-1], (len(Z_GRID) - 1) * _FINE + 1)
-        if len(_TABLES) > 8:
-            _TABLES.clear()
-        _TABLES[key] = np.interp(fine_z, Z_GRID, np.asarray(model.log_table)).astype(np.float32)
-    return _TABLES[key]
+    fine_z = np.linspace(Z_GRID[0], Z_GRID[-1], (len(Z_GRID) - 1) * _FINE + 1)
+    table = np.interp(fine_z, Z_GRID, np.asarray(model.log_table)).astype(np.float32)
+    table.setflags(write=False)
+    return table
 
 
 def synthesise(reflectivity: np.ndarray, region: tuple[int, int, int, int], *, scale: int,
@@ -238,14 +236,10 @@ def synthesise(reflectivity: np.ndarray, region: tuple[int, int, int, int], *, s
 
 def apply_speckle(values: np.ndarray, region: tuple[int, int, int, int], model: SpeckleModel, *,
                   seed: int, scene: str, units: str, quantity: str) -> np.ndarray:
-    """``values`` (reflectivity, archive units, over ``region``) times the speckle multiplier."""
-    from sarray.archive.radiometry import from_intensity, to_intensity
-
-    n = multiplier(model, region, values.shape[0], seed=seed, scene=scene)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        i = np.asarray(to_intensity(values.astype(np.float32), units=units, quantity=quantity))
-        out = from_intensity(i * n, units=units, quantity=quantity)
-    return np.where(np.isfinite(values), out, values).astype(np.float32)
+    """``values`` (reflectivity, archive units, over ``region``) times the speckle multiplier:
+    :func:`synthesise` without the consistency step (for callers of a bare replica)."""
+    return synthesise(values, region, scale=1, units=units, quantity=quantity, speckle=model,
+                      seed=seed, scene=scene, source=None)
 
 
 # -- estimation ----------------------------------------------------------------------------------

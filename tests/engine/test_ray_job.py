@@ -28,8 +28,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory: pytest.TempPathFactory):
     """A head of our own: a temporary HOME (its auth token), its own temp dir and free ports,
-    started in its own process group and stopped by it (never `ray stop`, which would stop every
-    Ray on the machine)."""
+    started in its own process group and stopped by it (never Ray's stop command, which would
+    stop every Ray on the machine)."""
     import shutil
     import signal
     import tempfile
