@@ -5,10 +5,15 @@ Writes ``benchmarks/results/bench_translate.json`` and ``.png``.
 
 1. Efficiency. The bundled Sentinel-1 sample (512 x 512, VV+VH) is translated x4 by the tiny
    model (random weights: same architecture and cost as the shipped ones) through the engine
-   with 1 and 2 replicas; the same padded tiles are run through a bare ``Replica`` in this
-   process, with as many torch threads as the replicas get in total. Efficiency = engine output
-   Mpx/s (first batch sent to last chunk written: Ray start and model load excluded, and
-   reported separately) / bare replica Mpx/s. Runs alternate; medians.
+   with 1 and 2 replicas; the same padded tiles are run through as many bare ``Replica``
+   processes (each with the torch threads an engine actor gets, the tiles split between them,
+   started together once their models are loaded): the replicas alone, without the engine.
+   Efficiency = engine output Mpx/s (first batch sent to last chunk written: Ray start and model
+   load excluded, and reported separately) / bare replicas' Mpx/s. Runs alternate; medians. For
+   reference, one process running every tile with as many torch threads as the replicas have in
+   total is timed too (``bare_one_process_threads_s``): on a CPU, two threads of one process
+   share one copy of the weights in cache and run faster than two processes, a gap that is the
+   machine's, not the engine's (GPU replicas do not share a device).
 2. Memory. A 2048^2 and an 8192^2 float32 scene (16x the area) are translated x2 with the
    identity stand-in replica (the model is not what is measured; the engine's buffers, reads
    and writes are), each in a fresh driver process that starts its own Ray. Reported: the
@@ -76,6 +81,53 @@ def bare_replica(arch: Path, scene: str, cfg, threads: int) -> float:
     for t, x in tiles:
         replica({"tiles": x[None], "scene_id": [scene], "tile_index": [list(t.key)], "meta": meta})
     return time.perf_counter() - t0
+
+
+def _bare_worker(arch: str, scene: str, cfg_dict: dict, threads: int, index: int, n: int,
+                 barrier, results) -> None:
+    """One bare replica process: load, read its share of the tiles, wait for the others, run."""
+    import torch
+
+    from sarray.archive.store import Archive
+    from sarray.engine.output import replica_meta
+    from sarray.engine.translate import TranslateConfig
+    from sarray.engine.work import read_tiles
+    from sarray.models.replica import Replica, ReplicaConfig
+    from sarray.tiles.grid import iter_tiles
+
+    torch.set_num_threads(threads)
+    cfg = TranslateConfig.from_dict(cfg_dict)
+    a = Archive(arch)
+    ds = a.open_scene(scene)
+    meta = replica_meta(dict(ds.attrs))
+    replica = Replica(ReplicaConfig.from_dict({**cfg.replica_config(), "device": "cpu"}))
+    grid = list(iter_tiles(ds["backscatter"].shape[1:], cfg.tile_spec()))[index::n]
+    tiles = list(zip(grid, read_tiles(a.url, scene, ds.encoding["snapshot"], grid)))
+    barrier.wait()
+    t0 = time.time()
+    for t, x in tiles:
+        replica({"tiles": x[None], "scene_id": [scene], "tile_index": [list(t.key)], "meta": meta})
+    results.put((t0, time.time()))
+
+
+def bare_replicas(arch: Path, scene: str, cfg, n: int, threads: int) -> float:
+    """Seconds for ``n`` bare Replica processes (``threads`` torch threads each, as the engine's
+    actors get) to run every tile of the engine's grid between them, started together after
+    their models load: the replicas alone, with no engine around them."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_bare_worker, args=(str(arch), scene, cfg.to_dict(), threads, i, n,
+                                                    barrier, results)) for i in range(n)]
+    for p in procs:
+        p.start()
+    spans = [results.get() for _ in procs]
+    for p in procs:
+        p.join()
+        if p.exitcode:
+            raise RuntimeError(f"bare replica process failed (exit {p.exitcode})")
+    return max(e for _, e in spans) - min(s for s, _ in spans)
 
 
 _RSS_CHILD = """
@@ -214,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
+    from sarray.engine.pool import plan_pool
     from sarray.engine.translate import TranslateConfig, translate
     from sarray.ingest.run import ingest
 
@@ -227,22 +280,29 @@ def main(argv: list[str] | None = None) -> int:
              configure_logging=False)
     results: dict[str, dict] = {}
     for sc in scenarios if "efficiency" in args.parts else []:
-        engine_s, bare_s, walls = [], [], []
+        engine_s, bare_s, walls, threads_s = [], [], [], []
         for i in range(args.repeats):
             cfg = TranslateConfig(model="tiny-random", scale=4, replicas=sc.replicas,
                                   out_scene=f"o{sc.replicas}_{i}")
             (s,) = translate(arch, [scene], cfg, progress=False)
             engine_s.append(s.compute_s)
             walls.append(s.wall_s)
-            bare_s.append(bare_replica(arch, scene, cfg, threads=sc.replicas))
+            bare_s.append(bare_replicas(arch, scene, cfg, sc.replicas,
+                                        threads=plan_pool(sc.replicas, "cpu").torch_threads))
+            threads_s.append(bare_replica(arch, scene, cfg, threads=sc.replicas))
             print(f"{sc.name} run {i}: engine {s.compute_s:.2f} s (wall {s.wall_s:.1f} s), "
-                  f"bare {bare_s[-1]:.2f} s", file=sys.stderr)
+                  f"bare {bare_s[-1]:.2f} s, one process with {sc.replicas} thread(s) "
+                  f"{threads_s[-1]:.2f} s", file=sys.stderr)
         out_mpx = s.output_px / 1e6
         results[sc.name] = {
             "tiles": s.tiles, "output_mpx": out_mpx,
             "engine_s": engine_s, "bare_s": bare_s, "engine_wall_s": walls,
             "engine_mpx_s": out_mpx / median(engine_s), "bare_mpx_s": out_mpx / median(bare_s),
             "efficiency": median(bare_s) / median(engine_s),
+            # For reference: one process running every tile with as many torch threads as the
+            # replicas have between them (on CPU, threads share one copy of the weights in cache).
+            "bare_one_process_threads_s": threads_s,
+            "efficiency_vs_one_process_threads": median(threads_s) / median(engine_s),
         }
     driver = {}
     for rep in range(args.repeats if "driver" in args.parts else 0):  # same Ray, warm

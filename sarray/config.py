@@ -33,3 +33,9 @@ COMMIT_EVERY_CHUNKS = 16
 
 # ... or this long between two commits, whichever comes first.
 COMMIT_INTERVAL_S = 20.0
+
+# Blended cells an assembler keeps for the neighbouring chunks that need them again (a band
+# cell lies in two chunks, a corner cell in four): one row of band cells of a 16k-pixel-wide
+# output at the default chunk is about 12 MiB, so this holds a few rows whatever the scene's
+# height; beyond it the oldest cells are blended again (same bits, more CPU).
+CELL_CACHE_MB = 64

@@ -61,6 +61,21 @@ def _last_line(e: BaseException) -> str:
     return text.splitlines()[-1][:300] if text else type(e).__name__
 
 
+def job_batches(infos: dict[str, Any], batch_size: int, replicas: int) -> list[tuple[str, list[Any]]]:
+    """The job's replica calls in order: each scene's tiles row by row, ``batch_size`` a call.
+
+    The job's last ``replicas`` calls take one tile each: the chunks around the last tiles can
+    only be assembled once those are back, so a smaller last call leaves less work after the
+    replicas have finished (the job's tail).
+    """
+    calls = [(o, sorted(i.plan.tiles)[k : k + batch_size])
+             for o, i in infos.items() for k in range(0, len(i.plan.tiles), batch_size)]
+    if batch_size > 1:
+        tail = calls[-replicas:] if replicas else []
+        calls = calls[: len(calls) - len(tail)] + [(o, [k]) for o, ks in tail for k in ks]
+    return calls
+
+
 class Dispatcher:
     """Streams one job's tiles through the pool and its chunks through assembly and merging.
 
@@ -83,9 +98,7 @@ class Dispatcher:
         self.infos, self.boxes, self.assembler = infos, boxes, assembler
         self.summaries, self.progress = summaries, progress
         self.max_chunks_in_flight = max_chunks_in_flight
-        self.queue = collections.deque(
-            (o, sorted(i.plan.tiles)[k : k + batch_size])
-            for o, i in infos.items() for k in range(0, len(i.plan.tiles), batch_size))
+        self.queue = collections.deque(job_batches(infos, batch_size, len(pool.actors)))
         self.attempts: dict[tuple[str, tuple[tuple[int, int], ...]], int] = {}
         self.tile_calls: dict[Any, TileCall] = {}
         self.assembling: dict[Any, tuple[str, int]] = {}  # task -> (output, chunks)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ class SceneInfo:
         meta: the scene attributes the replicas read.
         output: ``speckled`` or ``reflectivity``; ``speckle`` the statistics (a
             :class:`~sarray.stitch.speckle.SpeckleModel` as a dict) and ``seed`` its seed.
+        job: a token unique to this job (workers key what they cache across calls by it).
     """
 
     archive_url: str
@@ -54,6 +56,7 @@ class SceneInfo:
     output: str = "reflectivity"
     speckle: dict[str, Any] | None = None
     seed: int = 0
+    job: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +97,7 @@ class OutputWriter:
         self.out_arch = Archive(out_url)
         self.config = TranslateConfig.from_dict(config)
         self.provenance_base = provenance_base
+        self.job = uuid.uuid4().hex
         self.outputs: dict[str, Any] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
         self.speckle: dict[str, Any] | None = None
@@ -154,7 +158,7 @@ class OutputWriter:
                          plan=plan, shape_out=(h_in * s, w_in * s), spec=spec,
                          consistency=config.consistency, units=units, quantity=quantity,
                          meta=replica_meta(attrs), output=config.output, speckle=self.speckle,
-                         seed=config.seed)
+                         seed=config.seed, job=self.job)
         return Prepared(scene_id=sid, out_id=out_id, chunks_total=grid[0] * grid[1], info=info)
 
     def fork(self, out_id: str) -> Any:

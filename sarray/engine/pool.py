@@ -86,11 +86,11 @@ class ReplicaHost:
 
     def predict(self, info_box: list[Any], keys: list[tuple[int, int]]) -> tuple[Any, ...]:
         """Read the tiles' windows from the archive, translate them; returns ``(ack,
-        prediction per tile)``. The ack (pid, node, model start and end times) is all the driver
+        (prediction, input window) per tile)``. The ack (pid, node, model start and end times) is all the driver
         fetches; the predictions stay in the object store for the assembly tasks."""
         import time
 
-        from sarray.engine.work import crop_prediction, read_tile_batch, scene_info
+        from sarray.engine.work import read_tile_batch, scene_info, tile_output
 
         info = scene_info(info_box)
         batch = read_tile_batch(info, keys)
@@ -100,7 +100,8 @@ class ReplicaHost:
             out = self.replica(batch)["output"]
             t1 = time.time()
         tiles = [info.plan.tiles[k] for k in keys]
-        return ((self.pid, self.node, t0, t1), *(crop_prediction(t, o, info.spec.scale) for t, o in zip(tiles, out)))
+        return ((self.pid, self.node, t0, t1),
+                *(tile_output(t, x, o, info.spec.scale) for t, x, o in zip(tiles, batch["tiles"], out)))
 
 
 @dataclass(frozen=True)
@@ -255,10 +256,11 @@ class AssemblerPool:
     def ready(self) -> list[Any]:
         return [a.ready.remote() for a in self.actors]
 
-    def warm(self, info_box: list[Any]) -> None:
-        """Every assembler opens the scene it will see first (not waited for)."""
-        for a in self.actors:
-            a.warm.remote(info_box)
+    def warm(self, info_box: list[Any]) -> list[Any]:
+        """Every assembler opens the scene it will see first (queued behind its imports):
+        the refs to wait for, so that no assembler is still opening it while the first tiles
+        run."""
+        return [a.warm.remote(info_box) for a in self.actors]
 
     def remote(self, *args: Any) -> Any:
         n = len(self.actors)  # the least loaded, ties taken in turn (every assembler stays warm)

@@ -346,9 +346,8 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
             # While the models load, every worker opens the first scene (queued behind __init__).
             first = [next(iter(boxes.values()))] if boxes else []
             get([a.ready.remote() for a in pool.actors] + assemblers.ready()
-                + [a.warm.remote(b) for a in pool.actors for b in first])
-            if first:
-                assemblers.warm(first[0])
+                + [a.warm.remote(b) for a in pool.actors for b in first]
+                + [ref for b in first for ref in assemblers.warm(b)])
             # 3. Stream every scene through the pool, the assembly tasks and the writer.
             Dispatcher(
                 pool=pool, writer=writer, assemble=assemblers, infos=infos,

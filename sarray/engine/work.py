@@ -64,6 +64,15 @@ def crop_prediction(tile: Tile, pred: np.ndarray, scale: int) -> np.ndarray:
     return np.ascontiguousarray(pred[:, :hs, :ws], dtype=np.float32)
 
 
+def tile_output(tile: Tile, tile_input: np.ndarray, pred: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """What a replica returns for one tile: its cropped prediction, and its input window
+    (``tile.src``, without the padding). The window covers the consistency step's footprint of
+    the tile's own chunk, so an assembler needs no read of its own."""
+    pt, _, pl, _ = tile.pad
+    h, w = tile.src[1] - tile.src[0], tile.src[3] - tile.src[2]
+    return crop_prediction(tile, pred, scale), np.ascontiguousarray(tile_input[:, pt : pt + h, pl : pl + w])
+
+
 _INFO: dict[str, Any] = {}
 # Scenes' infos kept per worker process (a job rarely has more scenes in flight at once).
 INFO_CACHE_SCENES = 64
@@ -104,6 +113,15 @@ def warm_scene(info_box: list[Any], inputs: bool = False) -> None:
 _SPECKLE: dict[str, Any] = {}
 
 
+@functools.lru_cache(maxsize=1)
+def cell_cache() -> Any:
+    """This worker's :class:`~sarray.stitch.blend.CellCache` (chunks share band cells)."""
+    from sarray.config import CELL_CACHE_MB
+    from sarray.stitch.blend import CellCache
+
+    return CellCache(CELL_CACHE_MB * 2**20)
+
+
 def speckle_model(info: Any) -> Any:
     """The job's :class:`~sarray.stitch.speckle.SpeckleModel` (built once per worker)."""
     from sarray.stitch.speckle import SpeckleModel, single_look
@@ -125,9 +143,24 @@ def consistency_halo(spec: Any) -> int:
     return max(0, min(HALO_INPUT_PX * s, spec.chunk_px - spec.band_px) // s * s)
 
 
-def blend_chunk_of(info: Any, key: tuple[int, int], predictions: list[np.ndarray]) -> np.ndarray:
+def consistency_source(info: Any, key: tuple[int, int], region: tuple[int, int, int, int],
+                       tile_input: np.ndarray | None) -> np.ndarray:
+    """The input pixels under ``region`` (output pixels): sliced from the chunk's own tile
+    input (``tile.src``) when it covers them, read from the archive otherwise."""
+    s = info.spec.scale
+    r0, r1, c0, c1 = region[0] // s, region[1] // s, region[2] // s, region[3] // s
+    a0, a1, b0, b1 = info.plan.tiles[key].src
+    if tile_input is not None and a0 <= r0 and r1 <= a1 and b0 <= c0 and c1 <= b1:
+        return tile_input[:, r0 - a0 : r1 - a0, c0 - b0 : c1 - b0]
+    ds = scene_dataset(info.archive_url, info.scene_id, info.snapshot)
+    return read_window(ds, (r0, r1), (c0, c1))
+
+
+def blend_chunk_of(info: Any, key: tuple[int, int], predictions: list[np.ndarray],
+                   tile_input: np.ndarray | None = None) -> np.ndarray:
     """The blended (and, if asked, radiometrically consistent) values of one chunk from its
-    neighbours' predictions (in :func:`sarray.tiles.grid.neighbours` order).
+    neighbours' predictions (in :func:`sarray.tiles.grid.neighbours` order); ``tile_input``
+    is the chunk's own tile's input window (see :func:`tile_output`), or None to read it.
 
     With ``output`` speckled, the blended reflectivity is multiplied by the sensor's speckle
     (seamless: the same field at the same pixel for every chunk). With the consistency step,
@@ -144,16 +177,14 @@ def blend_chunk_of(info: Any, key: tuple[int, int], predictions: list[np.ndarray
     for n, values in zip(plan.neighbours(key), predictions):
         tile = plan.tiles[n]
         wy, wx = tile_ramps(tile, info.shape_out, info.spec)
-        preds.append(Prediction(tile.out, values, wy, wx))
+        preds.append(Prediction(tile.out, values, wy, wx,
+                                key=(info.job, info.out_id, n) if info.job else None))
     halo = consistency_halo(info.spec) if info.consistency == "multilook" else 0
     h, w = info.shape_out
     r = (max(0, y0 - halo), min(h, y1 + halo), max(0, x0 - halo), min(w, x1 + halo))
-    values = blend_chunk(r, preds, units=info.units, quantity=info.quantity)
+    values = blend_chunk(r, preds, units=info.units, quantity=info.quantity, cache=cell_cache())
     s = info.spec.scale
-    src = None
-    if info.consistency == "multilook":
-        ds = scene_dataset(info.archive_url, info.scene_id, info.snapshot)
-        src = read_window(ds, (r[0] // s, r[1] // s), (r[2] // s, r[3] // s))
+    src = consistency_source(info, key, r, tile_input) if info.consistency == "multilook" else None
     values = synthesise(values, r, scale=s, units=info.units, quantity=info.quantity,
                         speckle=speckle_model(info) if info.output == "speckled" else None,
                         seed=info.seed, scene=info.scene_id, source=src)
@@ -170,12 +201,13 @@ def read_tile_batch(info: Any, keys: list[tuple[int, int]]) -> dict[str, Any]:
 
 def assemble_chunks(info_box: list[Any], keys: list[tuple[int, int]],
                     tile_keys: list[tuple[int, int]], fork: Any,
-                    *predictions: np.ndarray) -> tuple[Any, list[dict[str, Any]]]:
+                    *predictions: tuple[np.ndarray, np.ndarray]) -> tuple[Any, list[dict[str, Any]]]:
     """Blend, correct, measure and write chunks ``keys`` into ``fork``.
 
-    ``predictions`` are the predictions of ``tile_keys`` (the union of the chunks'
-    neighbourhoods). Several chunks per task share their neighbours' predictions, so a task
-    moves fewer objects than one chunk each would.
+    ``predictions`` are the replicas' outputs for ``tile_keys`` (the union of the chunks'
+    neighbourhoods), each ``(prediction, input window)`` (:func:`tile_output`). Several chunks
+    per task share their neighbours' predictions, so a task moves fewer objects than one chunk
+    each would.
 
     Returns:
         (the fork, to merge; one note per chunk written: key, region, shape, node, pid).
@@ -189,7 +221,8 @@ def assemble_chunks(info_box: list[Any], keys: list[tuple[int, int]],
     notes = []
     node, pid = _node_id(), os.getpid()
     for key in keys:
-        values = blend_chunk_of(info, key, [by_key[n] for n in info.plan.neighbours(key)])
+        values = blend_chunk_of(info, key, [by_key[n][0] for n in info.plan.neighbours(key)],
+                                tile_input=by_key[key][1])
         stats = block_stats(values, info.units, info.quantity)[:, 0, 0]
         region = info.plan.tiles[key].chunk
         write_chunk_into(fork, key, region, values, stats)

@@ -28,6 +28,8 @@ halo agrees bit for bit with its neighbours on the pixels they share.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -55,6 +57,45 @@ class Prediction:
     values: np.ndarray  # (P, h, w) float32 in archive units, NaN = no data
     wy: np.ndarray  # (h,)
     wx: np.ndarray  # (w,)
+    # What identifies these values (e.g. job, scene and tile): with a CellCache, a cell blended
+    # from the same predictions is computed once. None: never cached.
+    key: Hashable | None = None
+
+
+class CellCache:
+    """Blended cells kept for the next chunk that needs them, bounded in bytes (least recently
+    used out first).
+
+    A blend-band cell lies in two chunks (a corner cell in four), and a chunk blended with a halo
+    reaches into its neighbours' cells too, so without a cache each cell is blended two to four
+    times. A cell's value depends only on its predictions, so a cached cell is the same bits.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._cells: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+
+    def get(self, key: Hashable) -> np.ndarray | None:
+        v = self._cells.get(key)
+        if v is None:
+            self.misses += 1
+            return None
+        self._cells.move_to_end(key)
+        self.hits += 1
+        return v
+
+    def put(self, key: Hashable, value: np.ndarray) -> None:
+        if value.nbytes > self.max_bytes or key in self._cells:
+            return
+        value.setflags(write=False)
+        self._cells[key] = value
+        self.nbytes += value.nbytes
+        while self.nbytes > self.max_bytes:
+            _, old = self._cells.popitem(last=False)
+            self.nbytes -= old.nbytes
 
 
 # -- the amplitude domain ------------------------------------------------------------------------
@@ -142,13 +183,14 @@ def _cuts(edges: set[int], lo: int, hi: int) -> list[tuple[int, int]]:
 
 
 def blend_chunk(region: Region, preds: list[Prediction], *, units: str = "linear",
-                quantity: str = "intensity") -> np.ndarray:
+                quantity: str = "intensity", cache: CellCache | None = None) -> np.ndarray:
     """The rectangle ``region`` (y0, y1, x0, x1) blended from the predictions that cover it.
 
     Args:
         region: the rectangle on the output grid (a chunk, or a chunk with a halo).
         preds: every prediction that may overlap it.
         units, quantity: the values' archive units (the blend runs on amplitude).
+        cache: blended cells shared between calls (predictions with a ``key`` only).
 
     Returns:
         float32 (P, y1 - y0, x1 - x0); NaN where no prediction has data.
@@ -175,7 +217,14 @@ def blend_chunk(region: Region, preds: list[Prediction], *, units: str = "linear
                 out[into] = p.values[:, iy0 - p.region[0] : iy1 - p.region[0],
                                      ix0 - p.region[2] : ix1 - p.region[2]]
                 continue
-            values = _blend_cell(cell, cover, units=units, quantity=quantity)
+            ckey = None
+            if cache is not None and all(p.key is not None for p in cover):
+                ckey = (cell, tuple(p.key for p in cover), units, quantity)
+                values = cache.get(ckey)
+            if ckey is None or values is None:
+                values = _blend_cell(cell, cover, units=units, quantity=quantity)
+                if ckey is not None:
+                    cache.put(ckey, values)
             out[into] = values[:, iy0 - cy[0] : iy1 - cy[0], ix0 - cx[0] : ix1 - cx[0]]
     return out
 

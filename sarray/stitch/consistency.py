@@ -54,14 +54,38 @@ def _lerp_1d(n_coarse: int, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return i0, i1, f
 
 
+@functools.lru_cache(maxsize=16)
+def _phases(scale: int) -> tuple[tuple[int, float], ...]:
+    """Per fine phase k (pixel ``i * scale + k``): the offset (0 or -1) of the lower coarse
+    neighbour and the weight of the upper one, for interior pixels."""
+    out = []
+    for k in range(scale):
+        u = (k + 0.5) / scale - 0.5  # position relative to the coarse centre i
+        lo = int(np.floor(u))
+        out.append((lo, float(u - lo)))
+    return tuple(out)
+
+
+def _spread_axis(g: np.ndarray, scale: int, axis: int) -> np.ndarray:
+    """Linear interpolation along ``axis`` onto a grid ``scale`` times finer (edge values kept
+    beyond the first and last coarse centres), one strided slice per phase: no gathers."""
+    g = np.moveaxis(g, axis, -1)
+    n = g.shape[-1]
+    out = np.empty((*g.shape[:-1], n, scale), dtype=g.dtype)
+    # Coarse values padded by one at each end with the edge value: index i + 1 is pixel i.
+    pad = np.concatenate([g[..., :1], g, g[..., -1:]], axis=-1)
+    for k, (lo, f) in enumerate(_phases(scale)):
+        a = pad[..., 1 + lo : 1 + lo + n]
+        b = pad[..., 2 + lo : 2 + lo + n]
+        out[..., k] = a * np.asarray(1 - f, g.dtype) + b * np.asarray(f, g.dtype)
+    return np.moveaxis(out.reshape(*g.shape[:-1], n * scale), -1, axis)
+
+
 def spread(g: np.ndarray, scale: int) -> np.ndarray:
     """Bilinear interpolation of a coarse field (..., h, w) onto the fine grid (..., h*s, w*s)."""
     if scale == 1:
         return g
-    y0, y1, fy = _lerp_1d(g.shape[-2], scale)
-    x0, x1, fx = _lerp_1d(g.shape[-1], scale)
-    rows = g[..., y0, :] * (1 - fy)[:, None] + g[..., y1, :] * fy[:, None]
-    return rows[..., x0] * (1 - fx) + rows[..., x1] * fx
+    return _spread_axis(_spread_axis(g, scale, -2), scale, -1)
 
 
 def _spread_operator(n: int, scale: int) -> np.ndarray:

@@ -157,18 +157,28 @@ def _kernel(sigma: float) -> np.ndarray:
     return (k / np.sqrt((k * k).sum())).astype(np.float32)
 
 
-def _white(region: tuple[int, int, int, int], n_pol: int, seed: int, scene: str) -> np.ndarray:
-    """The white Gaussian field over ``region`` (the same values whatever region asks)."""
+@functools.lru_cache(maxsize=512)
+def _white_block(scene: str, by: int, bx: int, p: int, seed: int) -> np.ndarray:
+    """One seeded :data:`NOISE_BLOCK_PX` block of the white field (cached per process: the
+    blocks under a chunk's halo are its neighbours' too; 512 blocks are 32 MiB)."""
     from sarray.models.seeding import derive_seed
 
+    b = NOISE_BLOCK_PX
+    rng = np.random.default_rng(derive_seed(scene, (by, bx, p), seed ^ _SALT))
+    blk = rng.standard_normal((b, b), dtype=np.float32)
+    blk.setflags(write=False)
+    return blk
+
+
+def _white(region: tuple[int, int, int, int], n_pol: int, seed: int, scene: str) -> np.ndarray:
+    """The white Gaussian field over ``region`` (the same values whatever region asks)."""
     y0, y1, x0, x1 = region
     b = NOISE_BLOCK_PX
     out = np.empty((n_pol, y1 - y0, x1 - x0), np.float32)
     for p in range(n_pol):
         for by in range(y0 // b, (y1 - 1) // b + 1):
             for bx in range(x0 // b, (x1 - 1) // b + 1):
-                rng = np.random.default_rng(derive_seed(scene, (by, bx, p), seed ^ _SALT))
-                blk = rng.standard_normal((b, b), dtype=np.float32)
+                blk = _white_block(scene, by, bx, p, seed)
                 a0, a1 = max(y0, by * b), min(y1, (by + 1) * b)
                 c0, c1 = max(x0, bx * b), min(x1, (bx + 1) * b)
                 out[p, a0 - y0 : a1 - y0, c0 - x0 : c1 - x0] = blk[a0 - by * b : a1 - by * b,

@@ -98,3 +98,30 @@ def test_windowed_local_mean_equals_the_whole_one_bit_for_bit() -> None:
         np.testing.assert_array_equal(local_mean_window(v, ys, xs, MEAN_PX), whole[:, ys, xs])
     finite = np.isfinite(whole[0])
     assert np.allclose(whole[0][finite].mean(), v[0].mean(), rtol=0.02)
+
+
+def test_cell_cache_gives_the_same_bits_blends_each_cell_once_and_stays_bounded() -> None:
+    from sarray.stitch.blend import CellCache
+
+    preds, _ = _two_overlapping(5)
+    keyed = [Prediction(p.region, p.values, p.wy, p.wx, key=("job", i)) for i, p in enumerate(preds)]
+    whole = blend_chunk((0, 64, 0, 96), preds)
+    cache = CellCache(max_bytes=1 << 20)
+    # Two neighbouring chunks with a halo: both reach into the one blended cell (columns 32..64).
+    left = blend_chunk((0, 64, 0, 56), keyed, cache=cache)
+    right = blend_chunk((0, 64, 40, 96), keyed, cache=cache)
+    np.testing.assert_array_equal(left, whole[:, :, :56])
+    np.testing.assert_array_equal(right, whole[:, :, 40:])
+    assert (cache.misses, cache.hits) == (1, 1)
+    # Predictions without a key are never cached; a cache smaller than a cell keeps nothing.
+    blend_chunk((0, 64, 0, 96), preds, cache=cache)
+    assert (cache.misses, cache.hits) == (1, 1)
+    tiny = CellCache(max_bytes=100)
+    np.testing.assert_array_equal(blend_chunk((0, 64, 0, 96), keyed, cache=tiny), whole)
+    assert tiny.nbytes == 0
+    # Least recently used cells go first once the bound is reached.
+    cell = whole[:, :, 32:64]
+    small = CellCache(max_bytes=2 * cell.nbytes)
+    for k in range(3):
+        small.put(k, cell.copy())
+    assert small.nbytes == 2 * cell.nbytes and small.get(0) is None and small.get(2) is not None

@@ -75,3 +75,27 @@ def test_chunks_corrected_with_a_halo_agree_with_the_whole() -> None:
 def test_multilook_is_the_box_average() -> None:
     x = np.arange(16, dtype=np.float64).reshape(1, 4, 4)
     np.testing.assert_array_equal(multilook_intensity(x, 2), [[[2.5, 4.5], [10.5, 12.5]]])
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+@pytest.mark.parametrize("shape", [(2, 9, 13), (1, 1, 5), (1, 3, 1)])
+def test_spread_is_bilinear_with_edge_values_beyond_the_outer_centres(scale: int, shape) -> None:
+    """The phase-sliced spread equals bilinear interpolation by gathers (fine pixel centres
+    mapped to coarse coordinates, clamped at the outer centres)."""
+    from sarray.stitch.consistency import spread
+
+    g = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+
+    def axis_weights(n: int) -> np.ndarray:
+        u = np.clip((np.arange(n * scale) + 0.5) / scale - 0.5, 0, n - 1)
+        lo = np.floor(u).astype(int)
+        hi = np.minimum(lo + 1, n - 1)
+        w = np.zeros((n * scale, n))
+        np.add.at(w, (np.arange(n * scale), lo), 1 - (u - lo))
+        np.add.at(w, (np.arange(n * scale), hi), u - lo)
+        return w
+
+    want = np.einsum("ya,pab,xb->pyx", axis_weights(shape[1]), g.astype(np.float64), axis_weights(shape[2]))
+    got = spread(g, scale)
+    assert got.shape == (shape[0], shape[1] * scale, shape[2] * scale) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
