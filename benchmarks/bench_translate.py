@@ -57,6 +57,8 @@ class Scenario:
     replicas: int
     # What it isolates.
     note: str
+    # TranslateConfig options beyond the defaults.
+    options: tuple[tuple[str, str], ...] = ()
 
 
 def bare_replica(arch: Path, scene: str, cfg, threads: int) -> float:
@@ -275,17 +277,25 @@ def main(argv: list[str] | None = None) -> int:
     (res,) = ingest([SAMPLE], arch)
     scene = res.scene_id
     scenarios = [Scenario(name=f"{n}_replica", replicas=n,
-                          note="engine Mpx/s vs bare replica on the same tiles") for n in (1, 2)]
+                          note="engine Mpx/s vs bare replicas on the same tiles") for n in (1, 2)]
+    scenarios.append(Scenario(
+        name="2_replica_light", replicas=2, options=(("output", "reflectivity"), ("consistency", "off")),
+        note="the same without speckle and consistency: the engine's own overhead (scheduling, "
+             "reads, blend, writes, commits) when the per-chunk work is light"))
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     results: dict[str, dict] = {}
     for sc in scenarios if "efficiency" in args.parts else []:
         engine_s, bare_s, walls, threads_s = [], [], [], []
+        chunk_cpu: list[float] = []
+        chunk_write: list[float] = []
         for i in range(args.repeats):
             cfg = TranslateConfig(model="tiny-random", scale=4, replicas=sc.replicas,
-                                  out_scene=f"o{sc.replicas}_{i}")
+                                  out_scene=f"{sc.name.replace('_', '-')}-{i}", **dict(sc.options))
             (s,) = translate(arch, [scene], cfg, progress=False)
             engine_s.append(s.compute_s)
+            chunk_cpu.extend(w["compute_cpu_s"] for w in s.writes)
+            chunk_write.extend(w["write_s"] for w in s.writes)
             walls.append(s.wall_s)
             bare_s.append(bare_replicas(arch, scene, cfg, sc.replicas,
                                         threads=plan_pool(sc.replicas, "cpu").torch_threads))
@@ -302,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
             # For reference: one process running every tile with as many torch threads as the
             # replicas have between them (on CPU, threads share one copy of the weights in cache).
             "bare_one_process_threads_s": threads_s,
+            # Per chunk, on the assemblers: CPU of blend, speckle, consistency and statistics;
+            # wall time of its write into the fork (medians over every chunk of every run).
+            "chunk_compute_cpu_ms_median": 1e3 * median(chunk_cpu),
+            "chunk_write_ms_median": 1e3 * median(chunk_write),
             "efficiency_vs_one_process_threads": median(threads_s) / median(engine_s),
         }
     driver = {}

@@ -122,16 +122,22 @@ class OutputScene:
         return self._group(self.writer.session).attrs
 
 
-def write_chunk_into(fork: Any, key: tuple[int, int], region: tuple[int, int, int, int],
-                     values: np.ndarray, stats: np.ndarray) -> None:
-    """Write one whole output chunk, its statistics and its done flag into a fork (worker side)."""
-    import zarr
+class ChunkWriter:
+    """Writes whole output chunks, their statistics and their done flags into a fork (worker
+    side); the output's arrays are opened once for all the chunks of an assembly task."""
 
-    g = zarr.open_group(store=fork.store, mode="r+", zarr_format=3)
-    y0, y1, x0, x1 = region
-    g[VAR_BACKSCATTER][:, y0:y1, x0:x1] = values
-    g[STATS_VAR][:, key[0], key[1], :] = stats
-    g[DONE_VAR][key[0], key[1]] = 1
+    def __init__(self, fork: Any) -> None:
+        import zarr
+
+        g = zarr.open_group(store=fork.store, mode="r+", zarr_format=3)
+        self.values, self.stats, self.done = g[VAR_BACKSCATTER], g[STATS_VAR], g[DONE_VAR]
+
+    def write(self, key: tuple[int, int], region: tuple[int, int, int, int], values: np.ndarray,
+              stats: np.ndarray) -> None:
+        y0, y1, x0, x1 = region
+        self.values[:, y0:y1, x0:x1] = values
+        self.stats[:, key[0], key[1], :] = stats
+        self.done[key[0], key[1]] = 1
 
 
 def output_location(scene_id: str, provenance: dict[str, Any]) -> str:
