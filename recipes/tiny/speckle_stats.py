@@ -3,8 +3,8 @@
 The statistics (:class:`sarray.stitch.speckle.SpeckleModel`) come from the *training* split of
 the high-resolution scenes that ``sarray train prepare-data`` ingests (the held-out scenes of
 :data:`sarray.train.sources.DEFAULT_VAL_SCENES` are left out): each plane in intensity, 8-bit DN
-(8-bit zeros, clipped dark speckle, lie below the median, where the table follows Gamma speckle
-of the looks fitted above it), a central crop of at most ``--max-px`` pixels a side.
+(an integer product is measured only where its local mean is well above the quantisation step,
+so its 8-bit zeros do not enter the table), a central crop of at most ``--max-px`` pixels a side.
 
 Run:
     sarray train prepare-data --data ../shared/data --archive /tmp/sarray-train/real.zarr
@@ -22,14 +22,15 @@ from pathlib import Path
 import numpy as np
 
 
-def training_planes(archive: str, max_px: int) -> tuple[list[np.ndarray], list[str]]:
-    """Intensity planes of the training split's high-resolution scenes, and each plane's sensor."""
+def training_planes(archive: str, max_px: int) -> tuple[list[np.ndarray], list[str], list[float | None]]:
+    """Intensity planes of the training split's high-resolution scenes, each plane's sensor, and
+    its amplitude quantisation step (1 for an integer DN product, None for a float one)."""
     from sarray.archive.radiometry import to_intensity
     from sarray.archive.store import Archive
     from sarray.train.sources import DEFAULT_VAL_SCENES
 
     a = Archive(archive).require()
-    planes, used = [], []
+    planes, used, quanta = [], [], []
     for rec in a.find():
         if rec.scene_id in DEFAULT_VAL_SCENES or not rec.pixel_spacing_m or max(rec.pixel_spacing_m) > 6.0:
             continue
@@ -42,9 +43,11 @@ def training_planes(archive: str, max_px: int) -> tuple[list[np.ndarray], list[s
         i = to_intensity(v, units=attrs["units"], quantity=attrs.get("quantity", "unknown"))
         for plane in i:
             if np.isfinite(plane).mean() > 0.5 and min(plane.shape) >= 64:
+                amp = np.sqrt(plane[np.isfinite(plane)])
                 planes.append(plane)
                 used.append(rec.sensor or "unknown")
-    return planes, used
+                quanta.append(1.0 if np.array_equal(amp, np.round(amp)) else None)
+    return planes, used, quanta
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,20 +60,22 @@ def main(argv: list[str] | None = None) -> int:
 
     from sarray.stitch.speckle import SPECKLE_FILE, estimate_speckle
 
-    planes, sensors = training_planes(args.archive, args.max_px)
+    planes, sensors, quanta = training_planes(args.archive, args.max_px)
     if not planes:
         print(f"speckle_stats: no training scene in {args.archive}", file=sys.stderr)
         return 1
-    how = ("held-out scenes excluded; n = I / local mean over 5 px; above its median the "
-           "measured distribution (bright scatterers), below it Gamma speckle of the looks fitted "
-           "on the median (robust to 8-bit zeros); looks and lag-1 on the most homogeneous quarter")
+    how = ("held-out scenes excluded; n = I / local mean over 5 px, its whole distribution "
+           "measured (bright scatterers above the median, the speckle's dark tail below), on "
+           "integer DN products only where the local mean amplitude is at least 8 DN so that "
+           "8-bit zeros do not enter it; looks (upper quartile over median) and lag-1 on the "
+           "most homogeneous quarter")
     groups = {"pooled": list(range(len(planes)))}
     for k, s in enumerate(sensors):
         groups.setdefault(s, []).append(k)
     sets = {}
     for name, idx in groups.items():
         what = "every sensor" if name == "pooled" else name
-        sets[name] = estimate_speckle([planes[k] for k in idx], source=(
+        sets[name] = estimate_speckle([planes[k] for k in idx], quanta=[quanta[k] for k in idx], source=(
             f"recipes/tiny/speckle_stats.py: {len(idx)} training planes of {what}; {how}"))
         print(f"{name}: {sets[name].summary()}")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -103,21 +103,28 @@ class EvaluateConfig:
 
 
 def tile_metrics(pred_i: np.ndarray, truth_i: np.ndarray, input_i: np.ndarray, *, scale: int,
-                 floor: float, mask: np.ndarray) -> dict[str, float]:
-    """Every measure of one method on one single-plane tile (intensities)."""
+                 floor: float, mask: np.ndarray, written: np.ndarray | None = None) -> dict[str, float]:
+    """Every measure of one method on one single-plane tile (intensities); ``written`` is the
+    method's output before it was rounded to the truth's DN (None: not rounded)."""
     pd, td = m.to_db_floored(pred_i, floor), m.to_db_floored(truth_i, floor)
     return {
         "psnr_db": m.psnr(pd, td),
         "ssim_db": m.ssim(pd, td),
         "spectrum_distance": m.spectrum_distance(pd, td),
         "histogram_w1_db": m.histogram_distance(pd, td),
-        **image_statistics(pred_i, input_i, scale=scale, floor=floor, mask=mask),
+        **image_statistics(pred_i, input_i, scale=scale, floor=floor, mask=mask, written=written),
     }
 
 
 def image_statistics(img_i: np.ndarray, input_i: np.ndarray, *, scale: int, floor: float,
-                     mask: np.ndarray) -> dict[str, float]:
-    """The measures of one image on its own (no truth needed): the truth's are the reference."""
+                     mask: np.ndarray, written: np.ndarray | None = None) -> dict[str, float]:
+    """The measures of one image on its own (no truth needed): the truth's are the reference.
+
+    ``floor_share`` is measured on the image as its generator wrote it (``written``, before any
+    rounding to whole DN): a floor the generator clamps to. ``zero_share`` is the share of
+    zeros in the image as measured, which for an 8-bit product includes the dark speckle that
+    rounds to 0 DN (a quarter of the Umbra truth).
+    """
     enl, cv = m.speckle_statistics(img_i, mask, HOMOGENEOUS_WINDOW_COARSE_PX * scale)
     return {
         "enl": enl,
@@ -125,7 +132,8 @@ def image_statistics(img_i: np.ndarray, input_i: np.ndarray, *, scale: int, floo
         "consistency_rms_db": m.consistency_rms_db(img_i, input_i, scale),
         "block_edge_ratio": m.block_edge_ratio(img_i, scale),
         **m.periodic_peaks_db(m.to_db_floored(img_i, floor)),
-        "floor_share": m.floor_share(img_i),
+        "floor_share": m.floor_share(img_i if written is None else written),
+        "zero_share": float(np.mean(img_i[np.isfinite(img_i)] == 0)),
         "lag1": m.lag1_autocorrelation(img_i),
     }
 
@@ -199,6 +207,7 @@ def evaluate(config: EvaluateConfig, *, progress: bool = False) -> dict[str, Any
                 "speckle_nz": bl.speckle_baseline(input_i[p], scale, ratios_nz, rng),
                 "model": model_i[p],
             }
+            written = dict(preds)
             if quantised:
                 # The truth is an integer DN product (8-bit: dark speckle clipped to 0): every
                 # method is measured as that product would record it, rounded to whole DN.
@@ -207,7 +216,8 @@ def evaluate(config: EvaluateConfig, *, progress: bool = False) -> dict[str, Any
             row: dict[str, Any] = {"tile": i, "scene_id": pair["scene_id"], "pol": pol,
                                    "window": list(pair["window"])}
             for name, pred in preds.items():
-                row[name] = tile_metrics(pred, truth_i[p], input_i[p], scale=scale, floor=floor, mask=mask)
+                row[name] = tile_metrics(pred, truth_i[p], input_i[p], scale=scale, floor=floor, mask=mask,
+                                         written=written[name])
                 spectra[name].append(m.radial_power_spectrum(m.to_db_floored(pred, floor)))
             row["truth"] = image_statistics(truth_i[p], input_i[p], scale=scale, floor=floor, mask=mask)
             spectra["truth"].append(m.radial_power_spectrum(m.to_db_floored(truth_i[p], floor)))
@@ -270,14 +280,16 @@ def format_table(result: dict[str, Any]) -> str:
         f"{cfg['data']['degradation']}.",
         "",
         "| method | log-PSD L1 ↓ | dB-histogram W1 ↓ | consistency RMS dB | block-edge ratio "
-        "(truth ~1) | peaks 2/4/8 px dB | floor-clamped % | ENL | CV | lag-1 | PSNR dB | SSIM |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "(truth ~1) | peaks 2/4/8 px dB | floor-clamped % (as written) | zeros % (as measured) | ENL | CV "
+        "| lag-1 | PSNR dB | SSIM |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cells(r: dict[str, Any]) -> str:
         return (f"{r['consistency_rms_db']:.3f} | {r['block_edge_ratio']:.2f} | "
                 f"{r['peak_2px_db']:.1f}/{r['peak_4px_db']:.1f}/{r['peak_8px_db']:.1f} | "
-                f"{100 * r['floor_share']:.2f} | {r['enl']:.2f} | {r['cv']:.3f} | {r['lag1']:.2f}")
+                f"{100 * r['floor_share']:.2f} | {100 * r.get('zero_share', 0.0):.2f} | {r['enl']:.2f} | "
+                f"{r['cv']:.3f} | {r['lag1']:.2f}")
 
     for name in METHODS:
         r = means[name]

@@ -253,8 +253,8 @@ def apply_speckle(values: np.ndarray, region: tuple[int, int, int, int], model: 
 
 
 # -- estimation ----------------------------------------------------------------------------------
-def _ratio(intensity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """n = I / R (R the local mean over REFLECTIVITY_PX) and a mask of homogeneous pixels."""
+def _ratio(intensity: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n = I / R (R the local mean over REFLECTIVITY_PX), a mask of homogeneous pixels, and R."""
     from scipy.ndimage import uniform_filter
 
     i = intensity.astype(np.float64)
@@ -271,7 +271,7 @@ def _ratio(intensity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     var = uniform_filter(lr_f**2, 15) - uniform_filter(lr_f, 15) ** 2
     ok = np.isfinite(n)
     homog = ok & (var <= np.quantile(var[ok], 0.25))
-    return n, homog
+    return n, homog, r
 
 
 def _lag1(n: np.ndarray, mask: np.ndarray) -> float:
@@ -283,27 +283,55 @@ def _lag1(n: np.ndarray, mask: np.ndarray) -> float:
     return float(np.mean(vals)) if vals else 0.0
 
 
-def estimate_speckle(intensities: list[np.ndarray], *, source: str, seed: int = 0) -> SpeckleModel:
+# Where an image is an integer product (8-bit DN), the multiplier is measured only where the
+# local mean amplitude is at least this many quantisation steps: there rounding to whole DN
+# clips under 0.4% of single-look pixels to zero, so the table's lower tail is the speckle's,
+# not the quantiser's (a quarter of the Umbra training plane is 8-bit zeros).
+QUANTUM_MARGIN = 8
+# Fewer measured multipliers than this (too little bright-enough area): the lower tail falls
+# back to Gamma speckle of the looks fitted on the upper quartile over the median.
+MIN_MEASURED = 20_000
+
+
+def estimate_speckle(intensities: list[np.ndarray], *, source: str, seed: int = 0,
+                     quanta: list[float | None] | None = None) -> SpeckleModel:
     """The speckle statistics of high-resolution intensity images (2-D arrays, any scale).
 
-    Zeros (8-bit products clip dark pixels to 0) may stay: they lie below the median, where the
-    table follows Gamma speckle of the looks fitted above it.
+    Args:
+        intensities: the images, in intensity.
+        source: how they were chosen (stored with the statistics).
+        seed: of the simulation that fits the impulse width.
+        quanta: per image, the amplitude step of an integer product (1 for 8-bit DN), or None
+            for a float product. Integer products are measured only where the local mean is at
+            least :data:`QUANTUM_MARGIN` steps, so the whole table, lower tail included, is
+            measured speckle: dark areas clipped to 0 by the quantiser do not enter it.
     """
     from scipy.special import ndtr
 
+    quanta = quanta if quanta is not None else [None] * len(intensities)
     ns, homs = [], []
     lag = []
-    for img in intensities:
-        n, h = _ratio(img)
-        ns.append(n[np.isfinite(n) & (n > 0)])
-        homs.append(n[h])
+    for img, q in zip(intensities, quanta):
+        n, h, r = _ratio(img)
+        keep = np.isfinite(n) & (n > 0)
+        if q:
+            with np.errstate(invalid="ignore"):
+                keep &= r >= (QUANTUM_MARGIN * q) ** 2
+        ns.append(n[keep])
+        homs.append(n[h & keep])
         lag.append(_lag1(n, h))
     allv = np.concatenate(ns)
     hom = np.concatenate(homs)
+    measured = allv.size >= MIN_MEASURED and hom.size >= MIN_MEASURED // 4
+    if not measured:  # too little bright-enough area: every positive multiplier, Gamma below
+        allv = np.concatenate([_ratio(img)[0] for img in intensities], axis=None)
+        allv = allv[np.isfinite(allv) & (allv > 0)]
+        hom = allv
     table = np.quantile(np.log(allv), np.clip(ndtr(Z_GRID), 0, 1))
     lag1 = float(np.mean(lag))
     looks = _looks_from_quantiles(hom)
-    table = _unit_mean(_physical_lower_tail(table, looks))
+    table = np.maximum.accumulate(table) if measured else _physical_lower_tail(table, looks)
+    table = _unit_mean(table)
     draft = SpeckleModel(log_table=tuple(table), sigma_px=0.0, looks=looks, lag1=lag1,
                          bright_fraction=float((allv > 10).mean()), source=source)
     return SpeckleModel(**{**asdict(draft), "log_table": tuple(table),

@@ -82,6 +82,12 @@ class TrainConfig:
             of the target. Pixel losses alone teach an 8x autoencoder to return the local mean
             (speckle is not compressible); this term rewards reproducing the speckle's local
             contrast without asking for its exact pattern. 0: off.
+        consistency_weight: weight of a multilook-consistency term of the denoising loss: the
+            denoised estimate of the clean latent is decoded and its ``scale`` x ``scale`` box
+            average is pulled towards the coarse condition (model space), weighted per sample by
+            the signal share of its timestep (alphas_cumprod), so only near-clean estimates count.
+            It works against the contrast compression a noise-prediction loss alone leaves
+            (dark inputs coming out too bright). 0: off; not with ``train: vae``.
         resume: continue from the newest checkpoint in ``output_dir`` when there is one.
         seed: seed of noise, timesteps and LoRA initialisation (the tile sampler has its own,
             ``data.seed``).
@@ -109,6 +115,7 @@ class TrainConfig:
     val_tiles: int = 4
     vae_kl_weight: float = 1e-6
     vae_texture_weight: float = 0.0
+    consistency_weight: float = 0.0
     resume: bool = True
     seed: int = 0
 
@@ -145,6 +152,11 @@ class TrainConfig:
             raise ConfigError(f"`ema_decay` ({self.ema_decay}) must be in [0, 1), e.g. 0.999")
         if self.vae_texture_weight < 0:
             raise ConfigError(f"`vae_texture_weight` ({self.vae_texture_weight}) must be >= 0")
+        if self.consistency_weight < 0:
+            raise ConfigError(f"`consistency_weight` ({self.consistency_weight}) must be >= 0")
+        if self.consistency_weight and self.train == "vae":
+            raise ConfigError("`consistency_weight` must be 0 when `train` is 'vae' (it weighs a "
+                              "term of the denoising loss)")
         if self.weight_decay < 0 or self.grad_clip < 0 or self.vae_kl_weight < 0:
             raise ConfigError(
                 f"`weight_decay` ({self.weight_decay}), `grad_clip` ({self.grad_clip}) and "

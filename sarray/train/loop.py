@@ -311,13 +311,14 @@ class Trainer:
             prompts.append(pair["prompt"])
             pairs.append(pair)
         x = torch.from_numpy(np.stack(targets))
-        c = torch.from_numpy(np.stack(conds))
+        coarse = torch.from_numpy(np.stack(conds))
         # The ControlNet condition: the coarse tile on the fine grid, as the replica resamples it.
-        c = torch.nn.functional.interpolate(c, size=x.shape[-2:], mode="bilinear",
+        c = torch.nn.functional.interpolate(coarse, size=x.shape[-2:], mode="bilinear",
                                             align_corners=False).clamp_(0.0, 1.0)
         T = x.shape[-1]
         return {
             "target": x.to(self.device), "control": c.to(self.device), "prompts": prompts,
+            "coarse": coarse.to(self.device),
             "ids_1": tokenize(self.tokenizers[0], prompts).to(self.device),
             "ids_2": tokenize(self.tokenizers[1], prompts).to(self.device),
             "time_ids": torch.tensor([[T, T, 0, 0, T, T]] * len(indices), dtype=torch.float32,
@@ -350,7 +351,12 @@ class Trainer:
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
         pred = self.engine(noisy.to(self.dtype), t, b["ids_1"], b["ids_2"], b["time_ids"],
                            b["control"].to(self.dtype))
-        return torch.nn.functional.mse_loss(pred.float(), noise)
+        loss = torch.nn.functional.mse_loss(pred.float(), noise)
+        if self.config.consistency_weight:
+            loss = loss + self.config.consistency_weight * consistency_term(
+                self.vae, self.noise_scheduler.alphas_cumprod.to(self.device), noisy, pred, t,
+                b["coarse"], dtype=self.dtype)
+        return loss
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -509,6 +515,28 @@ class Trainer:
             (self.run_dir / "result.json").write_text(json.dumps(summary, indent=1))
         torch.distributed.barrier()
         return result
+
+
+def consistency_term(vae: Any, alphas_cumprod: Any, noisy: Any, pred: Any, t: Any, coarse: Any, *,
+                     dtype: Any = None) -> Any:
+    """Multilook consistency of the denoised estimate (``TrainConfig.consistency_weight``).
+
+    The clean latent implied by the noise prediction, ``(noisy - sqrt(1 - a) pred) / sqrt(a)``,
+    is decoded; the squared distance between its ``scale`` x ``scale`` box average and the
+    coarse condition (both in model space, [0, 1]) is weighted by each sample's signal share
+    ``a`` (alphas_cumprod at its timestep), so near-clean estimates count and pure-noise ones
+    do not. Gradients reach the prediction through the frozen decoder.
+    """
+    import torch
+
+    alpha = alphas_cumprod[t].float().view(-1, 1, 1, 1)
+    x0 = (noisy.float() - (1 - alpha).sqrt() * pred.float()) / alpha.sqrt()
+    latents = x0 / vae.config.scaling_factor
+    image = vae.decode(latents.to(dtype) if dtype is not None else latents).sample.float()
+    looked = torch.nn.functional.avg_pool2d((image.clamp(-1, 1) + 1) / 2,
+                                            image.shape[-1] // coarse.shape[-1])
+    per_sample = ((looked - coarse.float()) ** 2).mean(dim=(1, 2, 3))
+    return (alpha.view(-1) * per_sample).mean()
 
 
 def block_std(images: Any, block: int) -> Any:

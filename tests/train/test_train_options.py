@@ -70,3 +70,41 @@ def test_bf16_mixed_precision_trains_and_exports_float32(hr_archive, tmp_path) -
     assert result["precision"] == "bf16" and np.isfinite(result["losses"]).all()
     unet = load_file(str(Path(result["export"]) / "unet" / "diffusion_pytorch_model.safetensors"))
     assert {str(t.dtype) for t in unet.values()} == {"torch.float32"}
+
+
+def test_consistency_term_pulls_the_decoded_multilook_towards_the_condition() -> None:
+    """The multilook-consistency term is zero-ish when the prediction implies a clean latent whose
+    box average is the condition, larger when the condition is darker, weighted by the signal
+    share, and differentiable with respect to the noise prediction."""
+    import torch
+
+    from sarray.models.components import build_models, build_scheduler
+    from sarray.models.presets import TINY
+    from sarray.train.config import TrainConfig
+    from sarray.train.loop import consistency_term
+    from sarray.train.pairs import PairConfig
+
+    vae = build_models(TINY, seed=0)["vae"].eval().requires_grad_(False)
+    sched = build_scheduler(TINY)
+    alphas = torch.as_tensor(sched.alphas_cumprod)
+    gen = torch.Generator().manual_seed(0)
+    latents = torch.randn((2, 4, 8, 8), generator=gen)
+    noise = torch.randn(latents.shape, generator=gen)
+    t = torch.tensor([10, 10])
+    a = alphas[t].view(-1, 1, 1, 1)
+    noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+    with torch.no_grad():
+        image = vae.decode(latents / vae.config.scaling_factor).sample.clamp(-1, 1)
+    coarse = torch.nn.functional.avg_pool2d((image + 1) / 2, 4)
+    pred = noise.clone().requires_grad_(True)
+    exact = consistency_term(vae, alphas, noisy, pred, t, coarse)
+    off = consistency_term(vae, alphas, noisy, pred, t, (coarse - 0.2).clamp(0, 1))
+    assert float(exact.detach()) < 1e-8 < float(off.detach())
+    off.backward()
+    assert pred.grad is not None and float(pred.grad.abs().sum()) > 0
+    # Pure-noise timesteps carry (almost) no weight.
+    late = torch.tensor([sched.config.num_train_timesteps - 1] * 2)
+    assert float(consistency_term(vae, alphas, noisy, noise, late, (coarse - 0.2).clamp(0, 1))) < 0.01 * float(off)
+    with pytest.raises(Exception, match="consistency_weight"):
+        TrainConfig(output_dir="x", train="vae", consistency_weight=1.0,
+                    data=PairConfig(archive="a.zarr", tile_px=64))
