@@ -4,7 +4,8 @@
   through the lazy ``open_scene`` dataset (windows by ``isel``: only the chunks under a window
   are read), at the snapshot the job planned on.
 - :func:`assemble_chunk`: one output chunk from its 3 x 3 neighbours' predictions: blend, the
-  consistency step (reading the chunk's input footprint), statistics, and the region write
+  consistency step (against the chunk's input footprint, which its own tile's replica returns
+  with the prediction), statistics, and the region write
   into a fork of the output's writable session. It returns the fork, which goes straight to
   the job's :class:`~sarray.engine.output.OutputWriter` to be merged.
 

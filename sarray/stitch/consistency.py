@@ -148,6 +148,23 @@ def correct_log(lg: np.ndarray, target: np.ndarray, *, scale: int,
     return out if all_ok else np.where(fine_ok, out, lg)
 
 
+# An integer DN of 0 records any value in [0, 0.5): as amplitude, an intensity of 1/12 on average
+# (amplitude uniform over the cell); as intensity, 0.25. An 8-bit product's dark areas are largely
+# 0 DN (a quarter of the Umbra scenes): without this, their input has no intensity to match and
+# the model's output there would be left as it comes, far brighter than the product records.
+DN_ZERO_INTENSITY = {"amplitude": 1.0 / 12.0, "intensity": 0.25}
+
+
+def target_log_intensity(source: np.ndarray, *, units: str, quantity: str) -> np.ndarray:
+    """ln intensity of the input the output must multilook to (``source`` in archive units):
+    a DN of exactly 0 is taken as the mean of its quantisation cell (:data:`DN_ZERO_INTENSITY`)."""
+    lg = to_log_intensity(source, units=units, quantity=quantity)
+    if units == "dn":
+        zero = np.float32(np.log(DN_ZERO_INTENSITY.get(quantity, DN_ZERO_INTENSITY["amplitude"])))
+        lg = np.where(source == 0, zero, lg).astype(np.float32)
+    return lg
+
+
 def apply_consistency(output: np.ndarray, source: np.ndarray, *, scale: int, units: str,
                       quantity: str, tolerance_db: float = TOLERANCE_DB,
                       max_iterations: int = MAX_ITERATIONS) -> np.ndarray:
@@ -160,7 +177,7 @@ def apply_consistency(output: np.ndarray, source: np.ndarray, *, scale: int, uni
     if scale == 1:
         return _pixel_gain(output, source, units=units, quantity=quantity)
     lg = correct_log(to_log_intensity(output, units=units, quantity=quantity),
-                     to_log_intensity(source, units=units, quantity=quantity), scale=scale,
+                     target_log_intensity(source, units=units, quantity=quantity), scale=scale,
                      tolerance_db=tolerance_db, max_iterations=max_iterations)
     fixed = from_log_intensity(lg, units=units, quantity=quantity)
     return np.where(np.isfinite(output), fixed, output).astype(output.dtype, copy=False)
@@ -169,7 +186,7 @@ def apply_consistency(output: np.ndarray, source: np.ndarray, *, scale: int, uni
 def _pixel_gain(output: np.ndarray, source: np.ndarray, *, units: str, quantity: str) -> np.ndarray:
     """Scale 1 (same grid): the correction is per pixel, which is already smooth as the input."""
     lg = to_log_intensity(output, units=units, quantity=quantity)
-    target = to_log_intensity(source, units=units, quantity=quantity)
+    target = target_log_intensity(source, units=units, quantity=quantity)
     ok = np.isfinite(lg) & np.isfinite(target) & (target > LOG_FLOOR) & (lg > LOG_FLOOR)
     fixed = from_log_intensity(np.where(ok, target, lg), units=units, quantity=quantity)
     return np.where(np.isfinite(output), fixed, output).astype(output.dtype)

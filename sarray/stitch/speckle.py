@@ -228,7 +228,7 @@ def synthesise(reflectivity: np.ndarray, region: tuple[int, int, int, int], *, s
     the speckle (when ``speckle`` is given), then the smooth consistency against ``source`` (the
     input pixels under ``region``, when given), in one pass through the log domain."""
     from sarray.archive.radiometry import from_log_intensity, to_log_intensity
-    from sarray.stitch.consistency import apply_consistency, correct_log
+    from sarray.stitch.consistency import apply_consistency, correct_log, target_log_intensity
 
     if speckle is None:
         if source is None:
@@ -237,7 +237,7 @@ def synthesise(reflectivity: np.ndarray, region: tuple[int, int, int, int], *, s
     lg = to_log_intensity(reflectivity, units=units, quantity=quantity)
     lg = lg + log_multiplier(speckle, region, reflectivity.shape[0], seed=seed, scene=scene)
     if source is not None and scale > 1:
-        lg = correct_log(lg, to_log_intensity(source, units=units, quantity=quantity), scale=scale)
+        lg = correct_log(lg, target_log_intensity(source, units=units, quantity=quantity), scale=scale)
     out = from_log_intensity(lg, units=units, quantity=quantity)
     if source is not None and scale == 1:
         out = apply_consistency(out, source, scale=1, units=units, quantity=quantity)

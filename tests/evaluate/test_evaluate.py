@@ -69,3 +69,23 @@ def test_shipped_tiny_weights_resolve_load_and_translate() -> None:
     assert resolve_model("sdxl")["weights"] == "stabilityai/stable-diffusion-xl-base-1.0"
     with pytest.raises(ValueError, match="model"):
         resolve_model("no-such-model")
+
+
+def test_histogram_above_the_floor_leaves_the_products_zeros_out() -> None:
+    """A product that clips a fifth of its pixels to 0 DN: a generator equal to it elsewhere but
+    without the zeros is far on the plain histogram and at zero above the floor."""
+    import numpy as np
+
+    from sarray.evaluate.run import tile_metrics
+
+    rng = np.random.default_rng(0)
+    truth = np.round(np.sqrt(rng.exponential(400.0, (64, 64)))) ** 2
+    clipped = truth.copy()
+    clipped[rng.random(truth.shape) < 0.2] = 0.0
+    coarse = truth.reshape(16, 4, 16, 4).mean(axis=(1, 3))
+    floor = 1e-4 * float(clipped.mean())
+    mask = np.ones((4, 4), bool)  # one entry per 4 x 4 coarse-pixel window
+    r = tile_metrics(truth, clipped, coarse, scale=4, floor=floor, mask=mask)
+    assert r["histogram_w1_db"] > 3.0
+    assert r["histogram_w1_above_floor_db"] < 0.5
+    assert r["zero_share"] < 0.01 and r["floor_share"] < 0.01

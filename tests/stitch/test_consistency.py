@@ -99,3 +99,19 @@ def test_spread_is_bilinear_with_edge_values_beyond_the_outer_centres(scale: int
     got = spread(g, scale)
     assert got.shape == (shape[0], shape[1] * scale, shape[2] * scale) and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+def test_zero_dn_input_is_matched_as_the_mean_of_its_quantisation_cell() -> None:
+    """An 8-bit amplitude input of 0 DN (any amplitude below half a DN) is a target of 1/12 DN^2,
+    not a pixel without one: a model that paints it bright is corrected down to it."""
+    from sarray.stitch.consistency import DN_ZERO_INTENSITY
+
+    rng = np.random.default_rng(2)
+    src = np.round(rng.uniform(0, 20, (1, 8, 8))).astype(np.float32)
+    src[0, 2:5, 3:6] = 0.0
+    out = np.sqrt(rng.gamma(1.0, 50.0, (1, 32, 32))).astype(np.float32)  # far too bright
+    fixed = apply_consistency(out, src, scale=4, units="dn", quantity="amplitude")
+    looked = multilook_intensity(fixed.astype(np.float64) ** 2, 4)
+    np.testing.assert_allclose(looked[0, 2:5, 3:6], DN_ZERO_INTENSITY["amplitude"], rtol=0.05)
+    nz = src > 0
+    np.testing.assert_allclose(looked[nz], src[nz].astype(np.float64) ** 2, rtol=0.05)
