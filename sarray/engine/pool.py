@@ -86,8 +86,9 @@ class ReplicaHost:
 
     def predict(self, info_box: list[Any], keys: list[tuple[int, int]]) -> tuple[Any, ...]:
         """Read the tiles' windows from the archive, translate them; returns ``(ack,
-        (prediction, input window) per tile)``. The ack (pid, node, model start and end times) is all the driver
-        fetches; the predictions stay in the object store for the assembly tasks."""
+        (prediction, input window) per tile)``. The ack (pid, node, model start and end times)
+        is all the driver fetches; the predictions stay in the object store for the assembly
+        tasks."""
         import time
 
         from sarray.engine.work import read_tile_batch, scene_info, tile_output

@@ -338,9 +338,10 @@ def estimate_speckle(intensities: list[np.ndarray], *, source: str, seed: int = 
                            "sigma_px": _fit_sigma(draft, lag1, seed)})
 
 
-# Below this probability (the median) the table follows Gamma speckle of the measured looks:
-# dark pixels of real products are dominated by quantisation (8-bit zeros), clipping and no-data
-# borders, not by speckle, and would otherwise put whole percents of pixels 40 dB down.
+# When too little of an integer product is bright enough to measure (MIN_MEASURED), the table
+# follows Gamma speckle of the fitted looks below this probability (the median): there the dark
+# pixels would be dominated by quantisation (8-bit zeros), not by speckle, and would otherwise
+# put whole percents of pixels 40 dB down.
 LOWER_TAIL_P = 0.5
 
 
