@@ -1,7 +1,8 @@
 """Sentinel-1 SAFE products (GRD and SLC) through xarray-sentinel.
 
 Calibration uses the product's own LUTs via :func:`xarray_sentinel.calibrate_intensity`, so the
-archive holds sigma0 / beta0 / gamma0 intensity exactly as xarray-sentinel computes it. The
+archive holds sigma0 / beta0 / gamma0 intensity exactly as xarray-sentinel computes it, applied
+block by block (:func:`calibrate_blocks`) so that memory does not grow with the product. The
 georeferencing is the annotation's geolocation grid, stored as GCPs (EPSG:4326): the
 measurement TIFFs of some products claim a CRS with an identity transform, which is wrong.
 """
@@ -99,7 +100,7 @@ def open_safe(path: Path, config: IngestConfig) -> SceneSource:
                     f"{path}: no calibration annotation for {group} ({_short(e)}); "
                     "ingest DN with --calibration none"
                 ) from None
-            values = xs.calibrate_intensity(meas, cal[_LUTS[config.calibration]])
+            values = calibrate_blocks(meas, cal[_LUTS[config.calibration]].load())
         arrays.append(values.data.astype(np.float32))
         first = first if first is not None else ds
     data = da.stack(arrays, axis=0).rechunk((len(pols), block, block))
@@ -141,6 +142,30 @@ def open_safe(path: Path, config: IngestConfig) -> SceneSource:
             "safe_orbit_number": attrs.get("orbit_number"),
         },
     )
+
+
+def _calibrate_block(dn: Any, lut: Any) -> Any:
+    """xarray-sentinel's calibration of one block of digital numbers (float32 intensity)."""
+    import xarray_sentinel as xs
+
+    return xs.calibrate_intensity(dn, lut).astype(np.float32)
+
+
+def calibrate_blocks(meas: Any, lut: Any) -> Any:
+    """Calibrated intensity of a lazy measurement, block by block.
+
+    ``xarray_sentinel.calibrate_intensity`` on the whole measurement interpolates the LUT onto
+    every pixel of the swath at once, in memory, before the graph runs: a whole SLC or GRD swath
+    is billions of float64 values (killed at 23 GB on a stripmap SLC). Here each block of
+    ``meas`` is calibrated by that same function with its own ``line`` / ``pixel`` coordinates,
+    so the LUT is interpolated onto one block at a time and the values are the same (linear
+    interpolation is pointwise; a constant LUT takes the same shortcut per block).
+    """
+    import xarray as xr
+
+    return xr.map_blocks(_calibrate_block, meas, kwargs={"lut": lut},
+                         template=meas.astype(np.float32) if not np.iscomplexobj(meas) else
+                         abs(meas).astype(np.float32))
 
 
 def _available_pols(path: Path, swath: str) -> list[str]:

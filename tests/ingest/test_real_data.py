@@ -189,3 +189,41 @@ def test_opensar_time_series_ingests_as_dated_scenes_in_parallel(data_dir: Path,
             v = src.read(1).astype(np.float64)
         mean = arch.open_scene(results[k].scene_id).attrs["statistics"]["VH"]["mean"]
         assert mean == pytest.approx(v[v != 0].mean(), rel=1e-9)
+
+
+def test_safe_calibration_is_planned_without_interpolating_the_whole_swath(data_dir: Path) -> None:
+    """Planning a calibrated whole-swath ingest allocates no LUT of the swath's size: the LUT is
+    interpolated block by block when the graph runs (a whole swath was killed at 23 GB)."""
+    import tracemalloc
+
+    from sarray.ingest.safe import open_safe
+
+    product = data_dir / "sentinel1/safe/S1B_IW_SLC__1SDV_20210401T052622_20210401T052650_026269_032297_EFA4.SAFE"
+    tracemalloc.start()
+    try:
+        src = open_safe(product, IngestConfig(swath="IW1", pols=("VV",)))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    n_px = int(np.prod(src.data.shape))
+    assert n_px > 100_000_000  # a whole swath
+    assert peak < 0.02 * n_px * 8, f"planning allocated {peak / 2**20:.0f} MiB"
+
+
+def test_safe_calibration_across_blocks_equals_xarray_sentinel(data_dir: Path, tmp_path: Path) -> None:
+    """A window spanning three row blocks (1024 lines each): block-by-block calibration gives
+    xarray-sentinel's values on the whole window."""
+    import xarray as xr
+    import xarray_sentinel as xs
+
+    product = data_dir / "sentinel1/safe/S1B_IW_SLC__1SDV_20210401T052622_20210401T052650_026269_032297_EFA4.SAFE"
+    window = Window(row=900, col=4000, height=2300, width=600)
+    arch = Archive(tmp_path / "a.zarr")
+    (res,) = ingest([product], arch.path, IngestConfig(swath="IW1", window=window, pols=("VV",)))
+    ours = arch.open_scene(res.scene_id)["backscatter"].sel(pol="VV").values
+    meas = xr.open_dataset(product, engine="sentinel-1", group="IW1/VV", chunks=2048)["measurement"]
+    meas = meas.isel(line=slice(900, 3200), pixel=slice(4000, 4600))
+    cal = xs.open_sentinel1_dataset(str(product), group="IW1/VV/calibration")
+    theirs = xs.calibrate_intensity(meas, cal["sigmaNought"]).values
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+    assert np.ptp(ours) > 0
