@@ -22,6 +22,8 @@ from sarray.ingest.source import Georef, SceneSource
 # xarray-sentinel's names of the calibration LUTs.
 _LUTS = {"sigma0": "sigmaNought", "beta0": "betaNought", "gamma0": "gamma"}
 _ROW_DIMS = ("line", "azimuth_time")
+# Read-and-calibrate bands per archive write block (see open_safe).
+SAFE_BANDS_PER_BLOCK = 4
 _COL_DIMS = ("pixel", "ground_range", "slant_range_time")
 
 
@@ -66,6 +68,10 @@ def open_safe(path: Path, config: IngestConfig) -> SceneSource:
             raise IngestError(f"{path}: polarisation {missing[0]} not in swath {swath} (has {pols})")
         pols = list(config.pols)
     block = config.layout.write_block_px
+    # Lines per read: the measurement TIFFs are one-line strips, so a band of whole lines decodes
+    # each strip once; a quarter of a write block keeps a band of a 25k-pixel-wide swath near
+    # 50 MB of complex DN, whatever the product's length.
+    read_rows = max(1, block // SAFE_BANDS_PER_BLOCK)
     is_slc = "SLC" in path.name.upper()[:20]
 
     # 1. Per polarisation: open lazily, crop burst and window, calibrate.
@@ -78,7 +84,7 @@ def open_safe(path: Path, config: IngestConfig) -> SceneSource:
             # (each strip decoded once), split into square blocks below. Explicit chunks:
             # `chunks={}` gives chunks that calibrate_intensity rejects.
             ds = xr.open_dataset(str(path), engine="sentinel-1", group=group,
-                                 chunks={**{d: block for d in _ROW_DIMS}, **{d: -1 for d in _COL_DIMS}})
+                                 chunks={**{d: read_rows for d in _ROW_DIMS}, **{d: -1 for d in _COL_DIMS}})
         except Exception as e:
             raise IngestError(f"{path}: cannot open group {group} ({_short(e)})") from None
         if config.burst is not None:
@@ -90,6 +96,9 @@ def open_safe(path: Path, config: IngestConfig) -> SceneSource:
             ds = xs.crop_burst_dataset(ds, burst_index=config.burst)
         ds = _apply_window(ds, config, path)
         meas = ds["measurement"]
+        # Calibrate in pieces of `block` columns of each band: the LUT interpolation's
+        # temporaries (coordinates, weights, float64 values) then stay a few MB per task.
+        meas = meas.chunk({d: (read_rows if d in _ROW_DIMS else block) for d in meas.dims})
         if config.calibration == "none":
             values = np.abs(meas) if is_slc else meas
         else:
