@@ -149,9 +149,9 @@ def correct_log(lg: np.ndarray, target: np.ndarray, *, scale: int,
 
 
 # An integer DN of 0 records any value in [0, 0.5): as amplitude, an intensity of 1/12 on average
-# (amplitude uniform over the cell); as intensity, 0.25. An 8-bit product's dark areas are largely
-# 0 DN (a quarter of the Umbra scenes): without this, their input has no intensity to match and
-# the model's output there would be left as it comes, far brighter than the product records.
+# (amplitude uniform over the cell); as intensity, 0.25. Without this, an input pixel of 0 DN (a
+# dark area of an 8-bit product, or one its scaling clips) has no intensity to match, and the
+# model's output over it would be left as it comes.
 DN_ZERO_INTENSITY = {"amplitude": 1.0 / 12.0, "intensity": 0.25}
 
 

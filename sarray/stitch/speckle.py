@@ -286,7 +286,7 @@ def _lag1(n: np.ndarray, mask: np.ndarray) -> float:
 # Where an image is an integer product (8-bit DN), the multiplier is measured only where the
 # local mean amplitude is at least this many quantisation steps: there rounding to whole DN
 # clips under 0.4% of single-look pixels to zero, so the table's lower tail is the speckle's,
-# not the quantiser's (a quarter of the Umbra training plane is 8-bit zeros).
+# not the quantiser's (a fifth of the Umbra training plane is 0 DN).
 QUANTUM_MARGIN = 8
 # Fewer measured multipliers than this (too little bright-enough area): the lower tail falls
 # back to Gamma speckle of the looks fitted on the upper quartile over the median.
