@@ -126,8 +126,8 @@ def image_statistics(img_i: np.ndarray, input_i: np.ndarray, *, scale: int, floo
 
     ``floor_share`` is measured on the image as its generator wrote it (``written``, before any
     rounding to whole DN): a floor the generator clamps to. ``zero_share`` is the share of
-    zeros in the image as measured, which for an 8-bit product includes the dark speckle that
-    rounds to 0 DN (a quarter of the Umbra truth).
+    zeros in the image as measured, which for an 8-bit product includes whatever it records as
+    0 DN (23% of the held-out Umbra truth).
     """
     enl, cv = m.speckle_statistics(img_i, mask, HOMOGENEOUS_WINDOW_COARSE_PX * scale)
     return {
