@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -62,8 +63,9 @@ class Scenario:
     options: tuple[tuple[str, str], ...] = ()
 
 
-def bare_replica(arch: Path, scene: str, cfg, threads: int) -> float:
-    """Seconds for a bare Replica to run every tile of the engine's grid (same padded tiles)."""
+def load_bare(arch: str | Path, scene: str, cfg, threads: int, index: int = 0, n: int = 1):
+    """A bare Replica (``threads`` torch threads) and its share (every ``n``-th from ``index``)
+    of the engine's padded tiles, read the engine's way; returns a function that runs them."""
     import torch
 
     from sarray.archive.store import Archive
@@ -77,41 +79,35 @@ def bare_replica(arch: Path, scene: str, cfg, threads: int) -> float:
     ds = a.open_scene(scene)
     meta = replica_meta(dict(ds.attrs))
     replica = Replica(ReplicaConfig.from_dict({**cfg.replica_config(), "device": "cpu"}))
-    grid = list(iter_tiles(ds["backscatter"].shape[1:], cfg.tile_spec()))
+    grid = list(iter_tiles(ds["backscatter"].shape[1:], cfg.tile_spec()))[index::n]
     # The engine's own tile read (the windows a replica reads, padded the same way).
     tiles = list(zip(grid, read_tiles(a.url, scene, ds.encoding["snapshot"], grid)))
+
+    def run() -> None:
+        for t, x in tiles:
+            replica({"tiles": x[None], "scene_id": [scene], "tile_index": [list(t.key)], "meta": meta})
+
+    return run
+
+
+def bare_replica(arch: Path, scene: str, cfg, threads: int) -> float:
+    """Seconds for a bare Replica in this process to run every tile of the engine's grid."""
+    run = load_bare(arch, scene, cfg, threads)
     t0 = time.perf_counter()
-    for t, x in tiles:
-        replica({"tiles": x[None], "scene_id": [scene], "tile_index": [list(t.key)], "meta": meta})
+    run()
     return time.perf_counter() - t0
 
 
 def _bare_worker(arch: str, scene: str, cfg_dict: dict, threads: int, index: int, n: int,
                  niceness: int, barrier, results) -> None:
     """One bare replica process: load, read its share of the tiles, wait for the others, run."""
-    import torch
+    from sarray.engine.translate import TranslateConfig
 
     os.nice(max(0, niceness - os.nice(0)))
-
-    from sarray.archive.store import Archive
-    from sarray.engine.output import replica_meta
-    from sarray.engine.translate import TranslateConfig
-    from sarray.engine.work import read_tiles
-    from sarray.models.replica import Replica, ReplicaConfig
-    from sarray.tiles.grid import iter_tiles
-
-    torch.set_num_threads(threads)
-    cfg = TranslateConfig.from_dict(cfg_dict)
-    a = Archive(arch)
-    ds = a.open_scene(scene)
-    meta = replica_meta(dict(ds.attrs))
-    replica = Replica(ReplicaConfig.from_dict({**cfg.replica_config(), "device": "cpu"}))
-    grid = list(iter_tiles(ds["backscatter"].shape[1:], cfg.tile_spec()))[index::n]
-    tiles = list(zip(grid, read_tiles(a.url, scene, ds.encoding["snapshot"], grid)))
+    run = load_bare(arch, scene, TranslateConfig.from_dict(cfg_dict), threads, index, n)
     barrier.wait()
     t0 = time.time()
-    for t, x in tiles:
-        replica({"tiles": x[None], "scene_id": [scene], "tile_index": [list(t.key)], "meta": meta})
+    run()
     results.put((t0, time.time()))
 
 
@@ -135,11 +131,16 @@ def bare_replicas(arch: Path, scene: str, cfg, n: int, threads: int, niceness: i
                                                     niceness, barrier, results)) for i in range(n)]
     for p in procs:
         p.start()
-    spans = [results.get() for _ in procs]
+    spans: list[tuple[float, float]] = []
+    while len(spans) < n:  # a process that dies before reporting stops the run, not hangs it
+        try:
+            spans.append(results.get(timeout=1.0))
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode]
+            if dead:
+                raise RuntimeError(f"bare replica process failed (exit {dead[0]})") from None
     for p in procs:
         p.join()
-        if p.exitcode:
-            raise RuntimeError(f"bare replica process failed (exit {p.exitcode})")
     return max(e for _, e in spans) - min(s for s, _ in spans)
 
 

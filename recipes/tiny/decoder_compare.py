@@ -100,7 +100,7 @@ def measure(vae, tiles: np.ndarray) -> dict[str, float]:
         "texture_kept_4px": block_contrast(plane, 4) / block_contrast(truth, 4),
         "texture_kept_8px": block_contrast(plane, 8) / block_contrast(truth, 8),
         **{k: float(np.mean([p[k] for p in peaks])) for k in peaks[0]},
-        "truth_" + "peak_4px_db": float(np.mean([periodic_peaks_db(t)["peak_4px_db"] for t in truth])),
+        "truth_peak_4px_db": float(np.mean([periodic_peaks_db(t)["peak_4px_db"] for t in truth])),
         "clamped_share": float(np.mean(plane <= 1e-3)),
         "encode_decode_s_per_tile": per_tile_s,
         "latent_cells_per_tile": int(np.prod(lat.shape[-2:])),

@@ -173,8 +173,7 @@ def calibrate_blocks(meas: Any, lut: Any) -> Any:
     import xarray as xr
 
     return xr.map_blocks(_calibrate_block, meas, kwargs={"lut": lut},
-                         template=meas.astype(np.float32) if not np.iscomplexobj(meas) else
-                         abs(meas).astype(np.float32))
+                         template=abs(meas).astype(np.float32))
 
 
 def _available_pols(path: Path, swath: str) -> list[str]:

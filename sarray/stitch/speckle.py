@@ -309,24 +309,26 @@ def estimate_speckle(intensities: list[np.ndarray], *, source: str, seed: int = 
     from scipy.special import ndtr
 
     quanta = quanta if quanta is not None else [None] * len(intensities)
-    ns, homs = [], []
+    # Multipliers (all, homogeneous) where they can be measured, and everywhere (the fallback).
+    kept, kept_h, every, every_h = [], [], [], []
     lag = []
     for img, q in zip(intensities, quanta):
         n, h, r = _ratio(img)
-        keep = np.isfinite(n) & (n > 0)
+        ok = np.isfinite(n) & (n > 0)
+        keep = ok
         if q:
             with np.errstate(invalid="ignore"):
-                keep &= r >= (QUANTUM_MARGIN * q) ** 2
-        ns.append(n[keep])
-        homs.append(n[h & keep])
+                keep = ok & (r >= (QUANTUM_MARGIN * q) ** 2)
+        kept.append(n[keep])
+        kept_h.append(n[h & keep])
+        every.append(n[ok])
+        every_h.append(n[h])
         lag.append(_lag1(n, h))
-    allv = np.concatenate(ns)
-    hom = np.concatenate(homs)
-    measured = allv.size >= MIN_MEASURED and hom.size >= MIN_MEASURED // 4
-    if not measured:  # too little bright-enough area: every positive multiplier, Gamma below
-        allv = np.concatenate([_ratio(img)[0] for img in intensities], axis=None)
-        allv = allv[np.isfinite(allv) & (allv > 0)]
-        hom = allv
+    measured = (sum(v.size for v in kept) >= MIN_MEASURED
+                and sum(v.size for v in kept_h) >= MIN_MEASURED // 4)
+    # Too little bright-enough area: every positive multiplier, Gamma speckle below the median.
+    allv = np.concatenate(kept if measured else every)
+    hom = np.concatenate(kept_h if measured else every_h)
     table = np.quantile(np.log(allv), np.clip(ndtr(Z_GRID), 0, 1))
     lag1 = float(np.mean(lag))
     looks = _looks_from_quantiles(hom)
