@@ -39,3 +39,9 @@ COMMIT_INTERVAL_S = 20.0
 # output at the default chunk is about 12 MiB, so this holds a few rows whatever the scene's
 # height; beyond it the oldest cells are blended again (same bits, more CPU).
 CELL_CACHE_MB = 64
+
+# Ingest writes a scene in waves of whole write-block rows, each about this many output pixels
+# (per polarisation) and computed on its own: dask may otherwise read bands of a wide swath far
+# ahead of their writes (a calibrated IW SLC swath peaked at 2.8 GB in one pass). A wave of
+# 32 Mpx keeps a 25k-pixel-wide swath to one block row and still gives both cores ~25 tasks.
+INGEST_WAVE_MPX = 32

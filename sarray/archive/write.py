@@ -160,24 +160,52 @@ def stage_scene_graph(
     quantity: str,
     store: Any,
     layout: ArchiveLayout,
-) -> tuple[Any, Any]:
-    """Lazily write ``data`` as the root group of ``store`` (a scene repository's session).
+    *,
+    wave_px: int | None = None,
+) -> list[tuple[Any, Any]]:
+    """Create the scene as the root group of ``store`` (a scene repository's session) and return
+    the lazy writes of its pixels, in waves of whole write-block rows.
+
+    The group, its coordinates and ``spatial_ref`` are written now; the backscatter is written
+    by the waves, each a region write of ``layout.write_block_px``-aligned rows (so no two
+    waves touch one chunk or shard). Compute the waves one after another, each with
+    ``dask.compute(write, stats)`` so that the source is read once: memory then holds one wave
+    of the source, whatever the scene's length.
+
+    Args:
+        wave_px: output pixels (per polarisation) per wave; at least one block row. None takes
+            :data:`sarray.config.INGEST_WAVE_MPX`.
 
     Returns:
-        (write, stats_parts): the delayed write and the dask array of per-chunk statistics;
-        compute them together with ``dask.compute`` so that the source is read once.
+        ``[(write, stats_parts), ...]`` top to bottom: a delayed region write and the dask array
+        of its per-chunk statistics (pol, block rows, block cols, field); concatenate the
+        computed parts along axis 1 for :func:`combine_stats`.
     """
     import dask.array as dsa
 
+    from sarray.config import INGEST_WAVE_MPX
+
     ds = build_dataset(data, pols, georef)
-    write = ds.to_zarr(
-        store, mode="w-", zarr_format=3, consolidated=False, compute=False,
-        encoding=scene_encoding(ds, layout),
-    )
-    nyb, nxb = len(data.chunks[1]), len(data.chunks[2])
-    parts = dsa.map_blocks(
-        block_stats, data, units, quantity,
-        chunks=((data.shape[0],), (1,) * nyb, (1,) * nxb, (len(STAT_FIELDS),)),
-        new_axis=[3], dtype=np.float64, meta=np.empty((0, 0, 0, 0), np.float64),
-    )
-    return write, parts
+    # Metadata, coordinates and spatial_ref; the returned delayed (the pixels) is not computed.
+    ds.to_zarr(store, mode="w-", zarr_format=3, consolidated=False, compute=False,
+               encoding=scene_encoding(ds, layout))
+    pixels = ds[[VAR_BACKSCATTER]].drop_vars(list(ds.coords))
+    block = layout.write_block_px
+    height, width = data.shape[1:]
+    wave_px = wave_px or INGEST_WAVE_MPX * 1_000_000
+    rows = block * max(1, wave_px // (block * max(width, 1)))
+    waves = []
+    for y0 in range(0, height, rows):
+        y1 = min(height, y0 + rows)
+        part = pixels.isel({DIM_Y: slice(y0, y1)})
+        write = part.to_zarr(store, mode="r+", zarr_format=3, consolidated=False, compute=False,
+                             region={DIM_POL: slice(None), DIM_Y: slice(y0, y1), DIM_X: slice(None)})
+        band = data[:, y0:y1]
+        nyb, nxb = len(band.chunks[1]), len(band.chunks[2])
+        stats = dsa.map_blocks(
+            block_stats, band, units, quantity,
+            chunks=((band.shape[0],), (1,) * nyb, (1,) * nxb, (len(STAT_FIELDS),)),
+            new_axis=[3], dtype=np.float64, meta=np.empty((0, 0, 0, 0), np.float64),
+        )
+        waves.append((write, stats))
+    return waves

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sarray import __version__
 from sarray.archive.layout import (
     ATTR_BBOX,
@@ -211,21 +213,28 @@ def _ingest(paths: list[str | Path], archive: str | Path, config: IngestConfig,
         try:
             for i in range(0, len(todo), config.parallel_files):
                 batch = [src for src, _ in todo[i : i + config.parallel_files]]
-                writes, stats = [], []
+                waves = []
                 for src in batch:
                     writers.append(arch.begin_scene(src.scene_id))
-                    write, part = stage_scene_graph(src.data, src.pols, src.georef, src.units,
-                                                    src.quantity, writers[-1].store, config.layout)
-                    writes.append(write)
-                    stats.append(part)
+                    waves.append(stage_scene_graph(src.data, src.pols, src.georef, src.units,
+                                                   src.quantity, writers[-1].store, config.layout))
                 label = batch[0].scene_id if len(batch) == 1 else f"{len(batch)} scenes"
-                # Our own pool, so that after a failure every running task has finished before
-                # the repositories are removed (no chunk is written after the cleanup).
+                # Wave by wave (the i-th wave of every file of the batch together), so that
+                # memory holds one wave per file, not reads dask scheduled far ahead of their
+                # writes. Our own pool, so that after a failure every running task has finished
+                # before the repositories are removed (no chunk is written after the cleanup).
+                computed: list[list[Any]] = [[] for _ in batch]
+                n_waves = max(len(w) for w in waves)
                 with cf.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as workers:
                     with dask_progress(f"ingest {label}", enabled=progress):
-                        _, computed = dask.compute(writes, stats, scheduler="threads",
-                                                   pool=workers)
-                parts += computed
+                        for k in range(n_waves):
+                            now = [(f, w[k]) for f, w in enumerate(waves) if k < len(w)]
+                            _, stats = dask.compute([w for _, (w, _) in now],
+                                                    [s for _, (_, s) in now],
+                                                    scheduler="threads", pool=workers)
+                            for (f, _), part in zip(now, stats):
+                                computed[f].append(part)
+                parts += [np.concatenate(c, axis=1) for c in computed]
             # 4. Check the content, then write the scene attributes.
             finals = []
             for (src, fut), writer, part in zip(todo, writers, parts):

@@ -38,3 +38,29 @@ def test_dask_chunks_match_the_archive_write_blocks(tmp_path: Path) -> None:
     assert src.data.chunks == ((1,), (256, 256, 188), (256, 256, 256, 132))
     (src,) = open_geotiffs([tif], IngestConfig(layout=ArchiveLayout(chunk_px=128, shard_px=512)))
     assert src.data.chunks[1] == (512, 188)
+
+
+def test_a_scene_written_in_waves_equals_one_written_at_once(tmp_path: Path) -> None:
+    """Waves of whole block rows (what bounds ingest memory) write the same bytes and statistics
+    as one pass, for a height that is not a multiple of the wave."""
+    import dask
+    import zarr
+
+    from sarray.archive.write import stage_scene_graph
+    from sarray.ingest.source import Georef
+
+    tif = write_geotiff(tmp_path / "s_vv.tif", speckle_image((700, 300), seed=1))
+    layout = ArchiveLayout(chunk_px=128)
+    (src,) = open_geotiffs([tif], IngestConfig(layout=layout))
+    out = {}
+    for name, wave_px in (("one", 10**9), ("waves", 1)):
+        store = zarr.storage.LocalStore(tmp_path / f"{name}.zarr")
+        waves = stage_scene_graph(src.data, src.pols, Georef(), src.units, src.quantity, store,
+                                  layout, wave_px=wave_px)
+        parts = [dask.compute(w, s)[1] for w, s in waves]
+        stats = combine_stats(np.concatenate(parts, axis=1), src.pols, 700 * 300)
+        out[name] = (len(waves), zarr.open_group(store, mode="r")["backscatter"][:], stats)
+    assert out["one"][0] == 1 and out["waves"][0] == 6  # 700 rows in waves of one 128-px row
+    np.testing.assert_array_equal(out["one"][1], out["waves"][1])
+    assert out["one"][2] == out["waves"][2]
+    np.testing.assert_array_equal(out["waves"][1], src.data.compute())
