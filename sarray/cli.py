@@ -93,7 +93,7 @@ def _floats(text: str | None, n: int, name: str) -> tuple[float, ...] | None:
 )
 @_friendly
 def ingest(
-    paths: list[Path] = typer.Argument(..., help="GeoTIFF/COG files or Sentinel-1 *.SAFE folders."),
+    paths: list[str] = typer.Argument(..., help="GeoTIFF/COG files, Sentinel-1 *.SAFE folders, NISAR RSLC/GSLC .h5 files (or GDAL HDF5:\"f.h5\"://... subdatasets)."),
     archive: str = typer.Option(..., "--archive", "-a", help="Archive: a path or s3://bucket/prefix (created if missing)."),
     platform: str = typer.Option("spaceborne", help="spaceborne | airborne | simulated | synthetic."),
     units: Optional[str] = typer.Option(None, help="Units of float inputs: db | linear (default: inferred)."),
@@ -103,7 +103,8 @@ def ingest(
     pol: Optional[list[str]] = typer.Option(None, "--pol", help="Polarisation label per band, repeatable."),
     spacing_m: Optional[float] = typer.Option(None, "--spacing-m", help="Pixel spacing for rasters without georeferencing."),
     stack: bool = typer.Option(False, "--stack", help="Make one scene of all PATHs (a polarisation stack)."),
-    calibration: str = typer.Option("sigma0", help="SAFE calibration: sigma0 | beta0 | gamma0 | none."),
+    calibration: str = typer.Option("sigma0", help="SAFE / NISAR calibration: sigma0 | beta0 | gamma0 | none."),
+    frequency: str = typer.Option("A", help="NISAR frequency: A | B."),
     swath: Optional[str] = typer.Option(None, help="SAFE swath, e.g. IW or IW1."),
     burst: Optional[int] = typer.Option(None, help="SLC burst index within the swath."),
     window: Optional[str] = typer.Option(None, help="Only this window: ROW,COL,HEIGHT,WIDTH."),
@@ -120,7 +121,7 @@ def ingest(
         platform=platform, units=units, scene_id=scene_id, sensor=sensor, acquisition_time=time,
         pols=tuple(p.upper() for p in pol) if pol else None, spacing_m=spacing_m,
         grouping="stack" if stack else "per-file", calibration=calibration, swath=swath,
-        burst=burst, window=Window.parse(window) if window else None,
+        burst=burst, window=Window.parse(window) if window else None, frequency=frequency.upper(),
         layout=ArchiveLayout(chunk_px=chunk_px, shard_px=shard_px),
     )
     for r in run_ingest(paths, archive, config, progress=not quiet):

@@ -66,6 +66,7 @@ class IngestConfig:
         swath: SAFE swath to read (e.g. ``IW``, ``IW1``); None takes the first one.
         burst: SLC burst index within the swath; None reads the whole swath.
         window: ingest only this pixel window of the source.
+        frequency: for NISAR products: frequency ``A`` or ``B``.
         layout: chunking of the archive arrays.
         parallel_files: how many files are staged at once (their chunks share one dask pool).
     """
@@ -82,6 +83,7 @@ class IngestConfig:
     swath: str | None = None
     burst: int | None = None
     window: Window | None = None
+    frequency: str = "A"
     layout: ArchiveLayout = field(default_factory=ArchiveLayout)
     # Two files at once keeps both cores busy when one file is small; more only adds memory.
     parallel_files: int = 2
@@ -105,6 +107,8 @@ class IngestConfig:
             raise ConfigError(f"`grouping` ({self.grouping!r}) must be one of {GROUPINGS}")
         if self.calibration not in CALIBRATIONS:
             raise ConfigError(f"`calibration` ({self.calibration!r}) must be one of {CALIBRATIONS}")
+        if self.frequency not in ("A", "B"):
+            raise ConfigError(f"`frequency` ({self.frequency!r}) must be A or B (NISAR products)")
         if self.burst is not None and self.burst < 0:
             raise ConfigError(f"`burst` ({self.burst}) must be >= 0")
         if self.acquisition_time is not None:

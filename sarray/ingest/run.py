@@ -67,21 +67,28 @@ def is_safe(path: Path) -> bool:
     return path.name.upper().endswith(".SAFE") or path.name == "manifest.safe"
 
 
-def open_sources(paths: list[Path], config: IngestConfig) -> list[SceneSource]:
+def open_sources(paths: list[str | Path], config: IngestConfig) -> list[SceneSource]:
     """Validate the inputs and describe the scenes they make. Touches no archive."""
     from sarray.ingest.geotiff import open_geotiffs
+    from sarray.ingest.nisar import is_hdf5
 
     if not paths:
         raise ConfigError("`paths` is empty: give at least one file to ingest")
-    safes = [p for p in paths if is_safe(p)]
-    rasters = [p for p in paths if not is_safe(p)]
-    if config.grouping == "stack" and safes:
-        raise ConfigError("`grouping`=stack applies to GeoTIFFs; a SAFE product stacks its own pols")
+    safes = [Path(p) for p in paths if is_safe(Path(p))]
+    nisars = [str(p) for p in paths if not is_safe(Path(p)) and is_hdf5(str(p))]
+    rasters = [Path(p) for p in paths if not is_safe(Path(p)) and not is_hdf5(str(p))]
+    if config.grouping == "stack" and (safes or nisars):
+        raise ConfigError("`grouping`=stack applies to GeoTIFFs; a SAFE or NISAR product stacks "
+                          "its own polarisations")
     sources: list[SceneSource] = []
     if safes:
         from sarray.ingest.safe import open_safe
 
         sources += [open_safe(p, config) for p in safes]
+    if nisars:
+        from sarray.ingest.nisar import open_nisar
+
+        sources += [open_nisar(p, config) for p in nisars]
     if rasters:
         sources += open_geotiffs(rasters, config)
     if config.scene_id is not None and len(sources) > 1:
@@ -101,7 +108,7 @@ def selection_of(config: IngestConfig) -> dict[str, Any]:
     """The config fields that change which pixels a source gives. Together with the source
     checksum they decide whether an ingest is a repeat (a no-op) or a new scene."""
     d = config.to_dict()
-    sel = {k: d[k] for k in ("window", "swath", "burst", "calibration", "units", "pols")}
+    sel = {k: d[k] for k in ("window", "swath", "burst", "calibration", "units", "pols", "frequency")}
     return json.loads(json.dumps(sel))  # the form it takes once stored in the catalog
 
 
@@ -175,7 +182,7 @@ def _ingest(paths: list[str | Path], archive: str | Path, config: IngestConfig,
     arch.check_writable_target()
 
     # 1. Validate every input and describe its scene (headers only).
-    sources = open_sources([Path(p) for p in paths], config)
+    sources = open_sources(list(paths), config)
 
     # 2. Scenes already listed: decide now, from the checksum, without staging.
     arch.recover()  # finish any commit a crash interrupted, drop abandoned writes
