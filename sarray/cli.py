@@ -51,6 +51,42 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def library_warnings(verbose: bool) -> Any:
+    """A context in which sarray's own warnings print as ``sarray: warning: ...`` lines and
+    other libraries' warnings (rasterio's NotGeoreferencedWarning, GDAL notices...) are shown
+    only when ``verbose``."""
+    import contextlib
+    import logging
+    import warnings
+
+    from sarray.errors import SarrayWarning
+
+    @contextlib.contextmanager
+    def ctx() -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default" if verbose else "ignore")
+            warnings.simplefilter("always", SarrayWarning)
+            def show(message: Any, category: Any, filename: str, lineno: int, *args: Any,
+                     **kwargs: Any) -> None:
+                if issubclass(category, SarrayWarning):
+                    typer.echo(f"sarray: warning: {message}", err=True)
+                else:  # only reached with --verbose
+                    typer.echo(warnings.formatwarning(message, category, filename, lineno).rstrip(),
+                               err=True)
+
+            warnings.showwarning = show
+            logger = logging.getLogger("rasterio")
+            level = logger.level
+            if not verbose:
+                logger.setLevel(logging.ERROR)
+            try:
+                yield
+            finally:
+                logger.setLevel(level)
+
+    return ctx()
+
+
 def os_error_line(e: OSError) -> str:
     """``<path>: <problem>; <fix>`` for an operating-system error (permissions, full disk...)."""
     import errno
@@ -105,14 +141,16 @@ def ingest(
     stack: bool = typer.Option(False, "--stack", help="Make one scene of all PATHs (a polarisation stack)."),
     calibration: str = typer.Option("sigma0", help="SAFE / NISAR calibration: sigma0 | beta0 | gamma0 | none."),
     frequency: str = typer.Option("A", help="NISAR frequency: A | B."),
+    crs: Optional[str] = typer.Option(None, "--crs", help="CRS of a raster with a geotransform (e.g. a worldfile) or GCPs but no CRS, e.g. EPSG:32631."),
     swath: Optional[str] = typer.Option(None, help="SAFE swath, e.g. IW or IW1."),
     burst: Optional[int] = typer.Option(None, help="SLC burst index within the swath."),
     window: Optional[str] = typer.Option(None, help="Only this window: ROW,COL,HEIGHT,WIDTH."),
     chunk_px: int = typer.Option(1024, help="Chunk edge in pixels."),
     shard_px: Optional[int] = typer.Option(None, help="Zarr v3 shard edge in pixels (multiple of --chunk-px)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show other libraries' warnings (GDAL, rasterio...)."),
 ) -> None:
-    """Ingest rasters or Sentinel-1 SAFE products into an archive (atomic, idempotent)."""
+    """Ingest rasters, Sentinel-1 SAFE or NISAR products into an archive (atomic, idempotent)."""
     from sarray.archive.layout import ArchiveLayout
     from sarray.ingest.config import IngestConfig, Window
     from sarray.ingest.run import ingest as run_ingest
@@ -122,9 +160,12 @@ def ingest(
         pols=tuple(p.upper() for p in pol) if pol else None, spacing_m=spacing_m,
         grouping="stack" if stack else "per-file", calibration=calibration, swath=swath,
         burst=burst, window=Window.parse(window) if window else None, frequency=frequency.upper(),
+        crs=crs,
         layout=ArchiveLayout(chunk_px=chunk_px, shard_px=shard_px),
     )
-    for r in run_ingest(paths, archive, config, progress=not quiet):
+    with library_warnings(verbose):
+        results = run_ingest(paths, archive, config, progress=not quiet)
+    for r in results:
         typer.echo(r.line())
 
 

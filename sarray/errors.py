@@ -7,6 +7,10 @@ class SarrayError(ValueError):
     """Base class of every error sarray raises on purpose."""
 
 
+class SarrayWarning(UserWarning):
+    """Something sarray did that the user should know about (the CLI prints it as one line)."""
+
+
 class ConfigError(SarrayError):
     """A configuration value is out of range or inconsistent."""
 

@@ -67,6 +67,8 @@ class IngestConfig:
         burst: SLC burst index within the swath; None reads the whole swath.
         window: ingest only this pixel window of the source.
         frequency: for NISAR products: frequency ``A`` or ``B``.
+        crs: the CRS of a raster that has a geotransform (e.g. from a worldfile) or GCPs but
+            no CRS, e.g. ``EPSG:32631``. A raster with its own, different CRS is refused.
         layout: chunking of the archive arrays.
         parallel_files: how many files are staged at once (their chunks share one dask pool).
     """
@@ -84,6 +86,7 @@ class IngestConfig:
     burst: int | None = None
     window: Window | None = None
     frequency: str = "A"
+    crs: str | None = None
     layout: ArchiveLayout = field(default_factory=ArchiveLayout)
     # Two files at once keeps both cores busy when one file is small; more only adds memory.
     parallel_files: int = 2
@@ -109,6 +112,15 @@ class IngestConfig:
             raise ConfigError(f"`calibration` ({self.calibration!r}) must be one of {CALIBRATIONS}")
         if self.frequency not in ("A", "B"):
             raise ConfigError(f"`frequency` ({self.frequency!r}) must be A or B (NISAR products)")
+        if self.crs is not None:
+            from pyproj import CRS
+            from pyproj.exceptions import CRSError
+
+            try:
+                CRS.from_user_input(self.crs)
+            except CRSError:
+                raise ConfigError(f"`crs` ({self.crs!r}) is not a CRS pyproj knows; write it as "
+                                  "EPSG:XXXX (e.g. EPSG:32631) or as WKT") from None
         if self.burst is not None and self.burst < 0:
             raise ConfigError(f"`burst` ({self.burst}) must be >= 0")
         if self.acquisition_time is not None:

@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from sarray.archive.layout import POLARISATIONS, sanitize_scene_id
+from sarray.archive.layout import POLARISATIONS
 from sarray.errors import IngestError
 from sarray.ingest.config import IngestConfig
 from sarray.ingest.source import (
     Georef,
     SceneSource,
+    default_scene_id,
     infer_sensor,
     parse_time_from_name,
     spacing_from_gcps,
@@ -302,19 +303,37 @@ def _make_source(infos: list[_FileInfo], config: IngestConfig) -> SceneSource:
                 f"{window.col}:{window.col + window.width} exceeds the raster's {h} x {w}"
             )
         r0, c0, h, w = window.row, window.col, window.height, window.width
-    if first.transform is not None and first.crs_wkt:
+    crs_wkt, gcp_crs_wkt = first.crs_wkt, first.gcp_crs_wkt
+    if config.crs is not None:
+        from pyproj import CRS
+
+        given = CRS.from_user_input(config.crs)
+        own = crs_wkt or gcp_crs_wkt
+        if own is not None and CRS.from_wkt(own) != given:
+            raise IngestError(f"{first.path}: has its own CRS ({CRS.from_wkt(own).to_string()}), "
+                              f"not --crs {config.crs}; drop --crs or reproject the file")
+        crs_wkt = crs_wkt or (given.to_wkt() if first.transform is not None else None)
+        gcp_crs_wkt = gcp_crs_wkt or (given.to_wkt() if first.gcps else None)
+    if first.transform is not None and crs_wkt:
         from affine import Affine
 
         t = Affine.from_gdal(*first.transform) @ Affine.translation(c0, r0)
-        georef = Georef(crs_wkt=first.crs_wkt, transform=tuple(t.to_gdal()))
-        spacing = spacing_from_transform(georef.transform, first.crs_wkt, (h, w))
-    elif first.gcps and first.gcp_crs_wkt:
+        georef = Georef(crs_wkt=crs_wkt, transform=tuple(t.to_gdal()))
+        spacing = spacing_from_transform(georef.transform, crs_wkt, (h, w))
+    elif first.gcps and gcp_crs_wkt:
         gcps = tuple((g[0] - r0, g[1] - c0, g[2], g[3], g[4]) for g in first.gcps)
-        georef = Georef(crs_wkt=first.gcp_crs_wkt, gcps=gcps)
-        spacing = spacing_from_gcps(gcps, first.gcp_crs_wkt, (h, w))
+        georef = Georef(crs_wkt=gcp_crs_wkt, gcps=gcps)
+        spacing = spacing_from_gcps(gcps, gcp_crs_wkt, (h, w))
     elif config.spacing_m is not None:
         georef = Georef()
         spacing = (config.spacing_m, config.spacing_m)
+    elif first.transform is not None or first.gcps:
+        what = "a geotransform (from the file or its worldfile)" if first.transform is not None \
+            else "GCPs"
+        raise IngestError(
+            f"{first.path}: has {what} but no CRS; give it with --crs EPSG:XXXX, or --spacing-m "
+            "to ingest the pixel grid only"
+        )
     else:
         raise IngestError(
             f"{first.path}: no CRS, geotransform or GCPs; give --spacing-m to ingest it "
@@ -332,7 +351,16 @@ def _make_source(infos: list[_FileInfo], config: IngestConfig) -> SceneSource:
                          name=f"read-{first.path.name}-{id(reader)}", meta=np.empty((0, 0, 0), np.float32))
 
     stem = first.path.stem if len(infos) == 1 else _common_stem([i.path.stem for i in infos])
-    scene_id = config.scene_id or sanitize_scene_id(stem)
+    scene_id = config.scene_id or default_scene_id(stem, window=window)
+    if first.dtypes[0] == "uint8" and len(bands) in (3, 4) and config.pols is None:
+        import warnings
+
+        from sarray.errors import SarrayWarning
+
+        warnings.warn(SarrayWarning(
+            f"{first.path}: a {len(bands)}-band 8-bit picture (RGB{'A' if len(bands) == 4 else ''}"
+            f"?), not SAR backscatter; ingested as {len(bands)} DN bands {','.join(pols)}. If it "
+            "is a grey SAR quicklook saved as colour, convert it to one band first"), stacklevel=2)
     return SceneSource(
         scene_id=scene_id,
         data=data,

@@ -33,10 +33,16 @@ from typing import Any
 
 import numpy as np
 
-from sarray.archive.layout import POLARISATIONS, sanitize_scene_id
+from sarray.archive.layout import POLARISATIONS
 from sarray.errors import IngestError
 from sarray.ingest.config import IngestConfig
-from sarray.ingest.source import Georef, SceneSource, spacing_from_gcps, spacing_from_transform
+from sarray.ingest.source import (
+    Georef,
+    SceneSource,
+    default_scene_id,
+    spacing_from_gcps,
+    spacing_from_transform,
+)
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 HDF5_SUFFIXES = (".h5", ".hdf5", ".he5", ".nc")
@@ -188,9 +194,9 @@ def open_nisar(path_text: str | Path, config: IngestConfig) -> SceneSource:
     data = da.from_array(reader, chunks=(len(present), block, block), asarray=False,
                          meta=np.empty((0, 0, 0), np.float32), name=f"nisar-{_token(path, present, config)}")
     calibrated = config.calibration != "none"
-    stem = path.stem if frequency == "A" else f"{path.stem}_freq{frequency}"
+    freq = f"freq{frequency}" if frequency != "A" else None
     return SceneSource(
-        scene_id=config.scene_id or sanitize_scene_id(_window_suffix(stem, config)),
+        scene_id=config.scene_id or default_scene_id(path.stem, freq, window=config.window),
         data=data,
         pols=tuple(present),
         units="linear",
@@ -205,11 +211,6 @@ def open_nisar(path_text: str | Path, config: IngestConfig) -> SceneSource:
         extra_attrs={"nisar_product": product_type, "nisar_frequency": frequency,
                      "nisar_group": product},
     )
-
-
-def _window_suffix(stem: str, config: IngestConfig) -> str:
-    w = config.window
-    return stem if w is None else f"{stem}_r{w.row}_c{w.col}_{w.height}x{w.width}"
 
 
 def _token(path: Path, pols: list[str], config: IngestConfig) -> str:

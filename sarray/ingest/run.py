@@ -74,6 +74,8 @@ def open_sources(paths: list[str | Path], config: IngestConfig) -> list[SceneSou
 
     if not paths:
         raise ConfigError("`paths` is empty: give at least one file to ingest")
+    for p in paths:
+        _refuse_zip(Path(p))
     safes = [Path(p) for p in paths if is_safe(Path(p))]
     nisars = [str(p) for p in paths if not is_safe(Path(p)) and is_hdf5(str(p))]
     rasters = [Path(p) for p in paths if not is_safe(Path(p)) and not is_hdf5(str(p))]
@@ -104,11 +106,30 @@ def open_sources(paths: list[str | Path], config: IngestConfig) -> list[SceneSou
     return sources
 
 
+def _refuse_zip(path: Path) -> None:
+    """A zip archive is refused with the command that unpacks it (a zipped SAFE is read from
+    its folder: its measurement TIFFs are read by window, which a zip cannot serve)."""
+    import zipfile
+
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as z:
+            safe = any(n.endswith("manifest.safe") for n in z.namelist())
+    except zipfile.BadZipFile:
+        safe = False
+    what = "a zipped Sentinel-1 SAFE product" if safe else "a zip archive"
+    raise IngestError(f"{path}: {what}; unzip it first (unzip {path.name}) and ingest the "
+                      f"{'.SAFE folder' if safe else 'files'} it holds")
+
+
 def selection_of(config: IngestConfig) -> dict[str, Any]:
     """The config fields that change which pixels a source gives. Together with the source
     checksum they decide whether an ingest is a repeat (a no-op) or a new scene."""
     d = config.to_dict()
-    sel = {k: d[k] for k in ("window", "swath", "burst", "calibration", "units", "pols", "frequency")}
+    sel = {k: d[k] for k in ("window", "swath", "burst", "calibration", "units", "pols")}
+    # Newer fields only when set, so that scenes ingested before them still match a repeat.
+    sel.update({k: d[k] for k in ("frequency", "crs") if d[k] not in (None, "A")})
     return json.loads(json.dumps(sel))  # the form it takes once stored in the catalog
 
 

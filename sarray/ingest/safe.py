@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from sarray.archive.layout import sanitize_scene_id
 from sarray.errors import IngestError
 from sarray.ingest.config import IngestConfig
-from sarray.ingest.source import Georef, SceneSource
+from sarray.ingest.source import Georef, SceneSource, default_scene_id
 
 # xarray-sentinel's names of the calibration LUTs.
 _LUTS = {"sigma0": "sigmaNought", "beta0": "betaNought", "gamma0": "gamma"}
@@ -130,7 +129,10 @@ def open_safe(path: Path, config: IngestConfig) -> SceneSource:
     spacing = (round(az, 6), round(rg, 6)) if np.isfinite(az) and np.isfinite(rg) else None
     calibrated = config.calibration != "none"
     return SceneSource(
-        scene_id=config.scene_id or sanitize_scene_id(path.name.removesuffix(".SAFE")),
+        # The swath when the product has several, the burst and the window: one id per selection.
+        scene_id=config.scene_id or default_scene_id(
+            path.name.removesuffix(".SAFE"), swath if len(swaths) > 1 else None,
+            f"b{config.burst}" if config.burst is not None else None, window=config.window),
         data=data,
         pols=tuple(pols),
         units="linear" if calibrated else "dn",

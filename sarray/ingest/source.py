@@ -64,6 +64,17 @@ class SceneSource:
     extra_attrs: dict[str, Any] = field(default_factory=dict)
 
 
+def default_scene_id(stem: str, *parts: str | None, window: Any = None) -> str:
+    """The scene id made from a file stem, with the selection that tells scenes of one file
+    apart (swath, burst, frequency, window), so that two bursts or windows never share an id."""
+    from sarray.archive.layout import sanitize_scene_id
+
+    bits = [stem, *(p for p in parts if p)]
+    if window is not None:
+        bits.append(f"r{window.row}_c{window.col}_{window.height}x{window.width}")
+    return sanitize_scene_id("_".join(bits))
+
+
 def sha256_files(paths: list[Path]) -> str:
     """SHA-256 of one file, or of the sorted (name, digest) list of several files."""
     if len(paths) == 1 and paths[0].is_file():

@@ -12,6 +12,17 @@ from sarray.cli import app
 from sarray.testing.scenes import speckle_image, tree_digest, write_geotiff
 
 
+def write_worldfile_png(path: Path, bands: int = 1) -> Path:
+    """An 8-bit PNG with a worldfile (.pgw): a geotransform GDAL reads, and no CRS."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (64, 80, bands) if bands > 1 else (64, 80), dtype=np.uint8)
+    Image.fromarray(a).save(path)
+    path.with_suffix(".pgw").write_text("10\n0\n0\n-10\n500005\n3999995\n")
+    return path
+
+
 def _good(tmp_path: Path) -> Path:
     return write_geotiff(tmp_path / "good_vv.tif", speckle_image((300, 400), seed=1))
 
@@ -72,7 +83,23 @@ def _no_crs(tmp_path: Path) -> list[Path]:
                           transform=None) ]
 
 
+def _zipped_safe(tmp_path: Path) -> list[Path]:
+    import zipfile
+
+    p = tmp_path / "S1A_IW_GRDH_1SDV_X.SAFE.zip"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("S1A_IW_GRDH_1SDV_X.SAFE/manifest.safe", "<xfdu/>")
+    return [p]
+
+
+def _worldfile_no_crs(tmp_path: Path) -> list[Path]:
+    return [write_worldfile_png(tmp_path / "quicklook.png")]
+
+
 CORPUS = {
+    "zipped SAFE": (_zipped_safe, [], "a zipped Sentinel-1 SAFE product; unzip it first"),
+    "worldfile without CRS": (_worldfile_no_crs, [], "no CRS; give it with --crs EPSG:XXXX"),
+    "bad --crs": (_missing, ["--crs", "EPSG:99999999"], "is not a CRS pyproj knows"),
     "missing file": (_missing, [], "no such file"),
     "not a raster": (_not_a_raster, [], "not a readable raster"),
     "truncated tiff": (_truncated, [], "truncated or corrupt"),
@@ -84,7 +111,7 @@ CORPUS = {
     "all-inf band": (_all_inf, [], "is all NaN, inf"),
     "unsupported dtype": (_bad_dtype, [], "unsupported dtype int32"),
     "CRS conflict in stack": (_crs_conflict, ["--stack"], "CRS conflicts"),
-    "no CRS": (_no_crs, [], "no CRS, geotransform or GCPs"),
+    "no CRS": (_no_crs, [], "has a geotransform (from the file or its worldfile) but no CRS"),
     "unsafe scene id": (_missing, ["--scene-id", "../escape"], "not a safe scene id"),
 }
 
@@ -106,11 +133,12 @@ def test_bad_input_fails_cleanly(case: str, existing: bool, tmp_path: Path) -> N
     lines = [l for l in res.stderr.splitlines() if l.strip()]
     assert len(lines) == 1, res.stderr
     assert expected in lines[0]
-    if case not in ("unsafe scene id", "CRS conflict in stack"):
+    if case not in ("unsafe scene id", "CRS conflict in stack", "bad --crs"):
         assert str(paths[0]) in lines[0] or paths[0].name in lines[0]
     assert tree_digest(arch) == before
     # No staging folder or other debris is left beside the archive either.
-    after_dir = sorted(p.name for p in tmp_path.iterdir() if p.name not in {q.name for q in paths})
+    inputs = {q.name for q in paths} | {q.with_suffix(".pgw").name for q in paths}  # + worldfiles
+    after_dir = sorted(p.name for p in tmp_path.iterdir() if p.name not in inputs)
     assert [n for n in after_dir if n not in before_dir and not n.endswith(".lock")] == []
 
 
@@ -121,3 +149,42 @@ def test_truncated_file_among_good_ones_commits_nothing(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["ingest", str(good), str(bad), "-a", str(arch), "-q"])
     assert res.exit_code == 1
     assert not arch.exists()
+
+
+def test_a_worldfile_raster_is_georeferenced_with_crs(tmp_path: Path) -> None:
+    from sarray.archive.store import Archive
+
+    png = write_worldfile_png(tmp_path / "quicklook.png")
+    res = CliRunner().invoke(app, ["ingest", str(png), "-a", str(tmp_path / "a.zarr"), "-q",
+                                   "--crs", "EPSG:32631"])
+    assert res.exit_code == 0, res.output
+    scene = Archive(tmp_path / "a.zarr").open_scene("quicklook")
+    assert scene.rio.crs.to_epsg() == 32631
+    assert scene.rio.transform().to_gdal() == (500000.0, 10.0, 0.0, 4000000.0, 0.0, -10.0)
+    # A raster with its own CRS keeps it: a different --crs is refused.
+    tif = _good(tmp_path)
+    res = CliRunner().invoke(app, ["ingest", str(tif), "-a", str(tmp_path / "a.zarr"), "-q",
+                                   "--crs", "EPSG:4326"])
+    assert res.exit_code == 1 and "has its own CRS" in res.stderr and "drop --crs" in res.stderr
+
+
+def test_an_rgb_picture_warns_in_one_line_and_library_warnings_need_verbose(tmp_path: Path) -> None:
+    png = write_worldfile_png(tmp_path / "photo.png", bands=3)
+    res = CliRunner().invoke(app, ["ingest", str(png), "-a", str(tmp_path / "a.zarr"), "-q",
+                                   "--crs", "EPSG:32631"])
+    assert res.exit_code == 0, res.output
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith(f"sarray: warning: {png}: a 3-band 8-bit picture (RGB?), not SAR")
+    # An ungeoreferenced chip: rasterio's NotGeoreferencedWarning stays quiet unless --verbose.
+    chip = tmp_path / "chip.png"
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32), 7, np.uint8)).save(chip)
+    quiet = CliRunner().invoke(app, ["ingest", str(chip), "-a", str(tmp_path / "b.zarr"), "-q",
+                                     "--spacing-m", "0.3"])
+    loud = CliRunner().invoke(app, ["ingest", str(chip), "-a", str(tmp_path / "c.zarr"), "-q",
+                                    "--spacing-m", "0.3", "--verbose"])
+    assert quiet.exit_code == 0 and loud.exit_code == 0
+    assert quiet.stderr.strip() == ""
+    assert "NotGeoreferencedWarning" in loud.stderr

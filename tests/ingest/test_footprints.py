@@ -34,3 +34,17 @@ def test_a_box_at_the_far_corner_does_not_return_the_near_corner_window(data_dir
     pad = 0.01
     around_far = (far[0] - pad, far[1] - pad, far[2] + pad, far[3] + pad)
     assert [r.scene_id for r in a.find(SceneFilter(bbox_lonlat=around_far))] == ["far"]
+
+
+def test_default_scene_ids_differ_per_swath_burst_and_window(data_dir: Path) -> None:
+    from sarray.ingest.safe import open_safe
+
+    slc = data_dir / "sentinel1/safe/S1B_IW_SLC__1SDV_20210401T052622_20210401T052650_026269_032297_EFA4.SAFE"
+    stem = slc.name.removesuffix(".SAFE")
+    ids = [open_safe(slc, IngestConfig(calibration="none", **kw)).scene_id for kw in (
+        {"swath": "IW1", "burst": 1}, {"swath": "IW1", "burst": 2}, {"swath": "IW2", "burst": 1},
+        {"swath": "IW1", "window": Window(row=0, col=0, height=64, width=64)})]
+    assert ids == [f"{stem}_IW1_b1", f"{stem}_IW1_b2", f"{stem}_IW2_b1", f"{stem}_IW1_r0_c0_64x64"]
+    # A one-swath GRD product keeps its plain name.
+    assert open_safe(data_dir / GRD, IngestConfig(calibration="none")).scene_id == \
+        GRD.split("/")[-1].removesuffix(".SAFE")
