@@ -149,6 +149,7 @@ def ingest(
     shard_px: Optional[int] = typer.Option(None, help="Zarr v3 shard edge in pixels (multiple of --chunk-px)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show other libraries' warnings (GDAL, rasterio...)."),
+    on_ray: Optional[bool] = typer.Option(None, "--ray/--no-ray", help="Stage the files as Ray tasks across the cluster (default: on when RAY_ADDRESS is set)."),
 ) -> None:
     """Ingest rasters, Sentinel-1 SAFE or NISAR products into an archive (atomic, idempotent)."""
     from sarray.archive.layout import ArchiveLayout
@@ -164,7 +165,10 @@ def ingest(
         layout=ArchiveLayout(chunk_px=chunk_px, shard_px=shard_px),
     )
     with library_warnings(verbose):
-        results = run_ingest(paths, archive, config, progress=not quiet)
+        import os
+
+        ray_on = on_ray if on_ray is not None else bool(os.environ.get("RAY_ADDRESS"))
+        results = run_ingest(paths, archive, config, progress=not quiet, on_ray=ray_on)
     for r in results:
         typer.echo(r.line())
 

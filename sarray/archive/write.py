@@ -152,6 +152,54 @@ def scene_encoding(ds: Any, layout: ArchiveLayout, **backscatter: Any) -> dict[s
     return enc
 
 
+def create_scene_group(data: Any, pols: tuple[str, ...], georef: Any, store: Any,
+                       layout: ArchiveLayout) -> None:
+    """Write the scene's group, its coordinates, ``spatial_ref`` and the empty backscatter array
+    (metadata only) into ``store``; the pixels are written by :func:`wave_graph`."""
+    ds = build_dataset(data, pols, georef)
+    # Metadata, coordinates and spatial_ref; the returned delayed (the pixels) is not computed.
+    ds.to_zarr(store, mode="w-", zarr_format=3, consolidated=False, compute=False,
+               encoding=scene_encoding(ds, layout))
+
+
+def wave_rows(height: int, width: int, layout: ArchiveLayout,
+              wave_px: int | None = None) -> list[tuple[int, int]]:
+    """Row ranges ``[(y0, y1), ...]`` of the waves a scene is written in: whole write-block
+    rows (chunks or shards: no two waves touch one), about ``wave_px`` pixels each."""
+    from sarray.config import INGEST_WAVE_MPX
+
+    block = layout.write_block_px
+    wave_px = wave_px or INGEST_WAVE_MPX * 1_000_000
+    rows = block * max(1, wave_px // (block * max(width, 1)))
+    return [(y0, min(height, y0 + rows)) for y0 in range(0, height, rows)]
+
+
+def wave_graph(band: Any, y0: int, store: Any, units: str, quantity: str) -> tuple[Any, Any]:
+    """The lazy region write of ``band`` (the scene's rows ``y0:y0 + len``) into the scene
+    created by :func:`create_scene_group` in ``store``, and its per-chunk statistics (pol,
+    block rows, block cols, field). Compute both in one ``dask.compute`` (one read)."""
+    import dask.array as dsa
+
+    y1 = y0 + band.shape[1]
+    pixels = build_dataset(band, tuple(f"B{i}" for i in range(band.shape[0])), _NoGeoref())
+    pixels = pixels[[VAR_BACKSCATTER]].drop_vars(list(pixels.coords))
+    write = pixels.to_zarr(store, mode="r+", zarr_format=3, consolidated=False, compute=False,
+                           region={DIM_POL: slice(None), DIM_Y: slice(y0, y1), DIM_X: slice(None)})
+    nyb, nxb = len(band.chunks[1]), len(band.chunks[2])
+    stats = dsa.map_blocks(
+        block_stats, band, units, quantity,
+        chunks=((band.shape[0],), (1,) * nyb, (1,) * nxb, (len(STAT_FIELDS),)),
+        new_axis=[3], dtype=np.float64, meta=np.empty((0, 0, 0, 0), np.float64),
+    )
+    return write, stats
+
+
+class _NoGeoref:
+    crs_wkt = None
+    transform = None
+    gcps = None
+
+
 def stage_scene_graph(
     data: Any,
     pols: tuple[str, ...],
@@ -164,48 +212,19 @@ def stage_scene_graph(
     wave_px: int | None = None,
 ) -> list[tuple[Any, Any]]:
     """Create the scene as the root group of ``store`` (a scene repository's session) and return
-    the lazy writes of its pixels, in waves of whole write-block rows.
+    the lazy writes of its pixels, in waves of whole write-block rows (:func:`wave_rows`).
 
-    The group, its coordinates and ``spatial_ref`` are written now; the backscatter is written
-    by the waves, each a region write of ``layout.write_block_px``-aligned rows (so no two
-    waves touch one chunk or shard). Compute the waves one after another, each with
-    ``dask.compute(write, stats)`` so that the source is read once: memory then holds one wave
-    of the source, whatever the scene's length.
+    Compute the waves one after another, each with ``dask.compute(write, stats)`` so that the
+    source is read once: memory then holds one wave of the source, whatever the scene's length.
 
     Args:
         wave_px: output pixels (per polarisation) per wave; at least one block row. None takes
             :data:`sarray.config.INGEST_WAVE_MPX`.
 
     Returns:
-        ``[(write, stats_parts), ...]`` top to bottom: a delayed region write and the dask array
-        of its per-chunk statistics (pol, block rows, block cols, field); concatenate the
+        ``[(write, stats_parts), ...]`` top to bottom (see :func:`wave_graph`); concatenate the
         computed parts along axis 1 for :func:`combine_stats`.
     """
-    import dask.array as dsa
-
-    from sarray.config import INGEST_WAVE_MPX
-
-    ds = build_dataset(data, pols, georef)
-    # Metadata, coordinates and spatial_ref; the returned delayed (the pixels) is not computed.
-    ds.to_zarr(store, mode="w-", zarr_format=3, consolidated=False, compute=False,
-               encoding=scene_encoding(ds, layout))
-    pixels = ds[[VAR_BACKSCATTER]].drop_vars(list(ds.coords))
-    block = layout.write_block_px
-    height, width = data.shape[1:]
-    wave_px = wave_px or INGEST_WAVE_MPX * 1_000_000
-    rows = block * max(1, wave_px // (block * max(width, 1)))
-    waves = []
-    for y0 in range(0, height, rows):
-        y1 = min(height, y0 + rows)
-        part = pixels.isel({DIM_Y: slice(y0, y1)})
-        write = part.to_zarr(store, mode="r+", zarr_format=3, consolidated=False, compute=False,
-                             region={DIM_POL: slice(None), DIM_Y: slice(y0, y1), DIM_X: slice(None)})
-        band = data[:, y0:y1]
-        nyb, nxb = len(band.chunks[1]), len(band.chunks[2])
-        stats = dsa.map_blocks(
-            block_stats, band, units, quantity,
-            chunks=((band.shape[0],), (1,) * nyb, (1,) * nxb, (len(STAT_FIELDS),)),
-            new_axis=[3], dtype=np.float64, meta=np.empty((0, 0, 0, 0), np.float64),
-        )
-        waves.append((write, stats))
-    return waves
+    create_scene_group(data, pols, georef, store, layout)
+    return [wave_graph(data[:, y0:y1], y0, store, units, quantity)
+            for y0, y1 in wave_rows(*data.shape[1:], layout, wave_px)]

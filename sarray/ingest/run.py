@@ -52,6 +52,7 @@ class IngestResult:
     units: str
     source_files: tuple[str, ...]
     requested_id: str | None = None  # set when the source is already listed under another id
+    staged_on: tuple[str, ...] = ()  # Ray node ids that staged it (cluster ingest only)
 
     def line(self) -> str:
         """What `sarray ingest` prints for this scene."""
@@ -59,6 +60,8 @@ class IngestResult:
         text = f"{self.status:6s} {self.scene_id}  {shape}  {self.units}"
         if self.requested_id and self.requested_id != self.scene_id:
             text += f"  (same source as requested id {self.requested_id}; not added again)"
+        if self.staged_on:
+            text += f"  staged on {','.join(n[:12] for n in self.staged_on)}"
         return text
 
 
@@ -163,14 +166,17 @@ def ingest(
     config: IngestConfig | None = None,
     *,
     progress: bool = False,
+    on_ray: bool = False,
 ) -> list[IngestResult]:
     """Ingest raster files or SAFE products into an archive.
 
     Args:
-        paths: inputs (GeoTIFF/COG/any GDAL raster, or ``*.SAFE`` folders).
+        paths: inputs (GeoTIFF/COG/any GDAL raster, ``*.SAFE`` folders, NISAR HDF5 files).
         archive: the archive path (created on the first commit).
         config: how to read and label the inputs.
         progress: show a progress bar on stderr.
+        on_ray: stage the scenes as Ray tasks across the cluster (``RAY_ADDRESS``, or a local
+            Ray started for the call); the commits stay here, all or nothing as without Ray.
 
     Returns:
         One :class:`IngestResult` per scene.
@@ -187,18 +193,14 @@ def ingest(
     previous_cache = get_gdal_config("GDAL_CACHEMAX")
     set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_MB)
     try:
-        return _ingest(paths, archive, config or IngestConfig(), progress)
+        return _ingest(paths, archive, config or IngestConfig(), progress, on_ray)
     finally:
         with contextlib.suppress(Exception):
             set_gdal_config("GDAL_CACHEMAX", previous_cache)
 
 
 def _ingest(paths: list[str | Path], archive: str | Path, config: IngestConfig,
-            progress: bool) -> list[IngestResult]:
-    import dask
-
-    from sarray.progress import dask_progress
-
+            progress: bool, on_ray: bool) -> list[IngestResult]:
     arch = Archive(archive)
     arch.check_writable_target()
 
@@ -239,33 +241,17 @@ def _ingest(paths: list[str | Path], archive: str | Path, config: IngestConfig,
         writers: list[Any] = []
         parts: list[Any] = []
         try:
-            for i in range(0, len(todo), config.parallel_files):
-                batch = [src for src, _ in todo[i : i + config.parallel_files]]
-                waves = []
-                for src in batch:
-                    writers.append(arch.begin_scene(src.scene_id))
-                    waves.append(stage_scene_graph(src.data, src.pols, src.georef, src.units,
-                                                   src.quantity, writers[-1].store, config.layout))
-                label = batch[0].scene_id if len(batch) == 1 else f"{len(batch)} scenes"
-                # Wave by wave (the i-th wave of every file of the batch together), so that
-                # memory holds one wave per file, not reads dask scheduled far ahead of their
-                # writes. Our own pool, so that after a failure every running task has finished
-                # before the repositories are removed (no chunk is written after the cleanup).
-                computed: list[list[Any]] = [[] for _ in batch]
-                n_waves = max(len(w) for w in waves)
-                with cf.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as workers:
-                    with dask_progress(f"ingest {label}", enabled=progress):
-                        for k in range(n_waves):
-                            now = [(f, w[k]) for f, w in enumerate(waves) if k < len(w)]
-                            _, stats = dask.compute([w for _, (w, _) in now],
-                                                    [s for _, (_, s) in now],
-                                                    scheduler="threads", pool=workers)
-                            for (f, _), part in zip(now, stats):
-                                computed[f].append(part)
-                parts += [np.concatenate(c, axis=1) for c in computed]
+            if on_ray:
+                from sarray.ingest.cluster import stage_on_ray
+
+                parts, nodes = stage_on_ray(arch, [src for src, _ in todo], config, writers,
+                                            progress=progress)
+            else:
+                parts = _stage_local(arch, [src for src, _ in todo], config, writers, progress)
+                nodes = [() for _ in todo]
             # 4. Check the content, then write the scene attributes.
             finals = []
-            for (src, fut), writer, part in zip(todo, writers, parts):
+            for (src, fut), writer, part, staged_on in zip(todo, writers, parts, nodes):
                 shape = tuple(int(v) for v in src.data.shape)
                 stats = combine_stats(part, src.pols, shape[1] * shape[2])
                 for pol, st in stats.items():
@@ -276,14 +262,14 @@ def _ingest(paths: list[str | Path], archive: str | Path, config: IngestConfig,
                         )
                 record = _record(src, fut.result(), shape, selection)  # type: ignore[arg-type]
                 _write_attrs(writer.store, src, record, stats, config)
-                finals.append((writer, record, src))
+                finals.append((writer, record, src, staged_on))
         except BaseException:
             for writer in writers:
                 arch.discard(writer)
             raise
 
         # 5. Commit each scene (its repository, then its catalog row).
-        for writer, record, src in finals:
+        for writer, record, src, staged_on in finals:
             res = arch.commit_scene(writer, record)
             if res.status == "taken":
                 raise ArchiveError(
@@ -293,11 +279,45 @@ def _ingest(paths: list[str | Path], archive: str | Path, config: IngestConfig,
             existing = res.existing if res.status == "exists" else None  # same source, listed
             results.append(IngestResult(
                 scene_id=existing or record.scene_id, status=res.status, shape=record.shape,
-                units=record.units, source_files=src.source_files,
+                units=record.units, source_files=src.source_files, staged_on=staged_on,
                 requested_id=record.scene_id if existing not in (None, record.scene_id) else None))
         return results
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stage_local(arch: Archive, sources: list[SceneSource], config: IngestConfig,
+                 writers: list[Any], progress: bool) -> list[Any]:
+    """Stage the scenes in this process, ``parallel_files`` at a time; returns each scene's
+    per-chunk statistics. Each new scene's writer is appended to ``writers`` as it begins."""
+    import dask
+
+    from sarray.progress import dask_progress
+
+    parts: list[Any] = []
+    for i in range(0, len(sources), config.parallel_files):
+        batch = sources[i : i + config.parallel_files]
+        waves = []
+        for src in batch:
+            writers.append(arch.begin_scene(src.scene_id))
+            waves.append(stage_scene_graph(src.data, src.pols, src.georef, src.units,
+                                           src.quantity, writers[-1].store, config.layout))
+        label = batch[0].scene_id if len(batch) == 1 else f"{len(batch)} scenes"
+        # Wave by wave (the i-th wave of every file of the batch together), so that memory
+        # holds one wave per file, not reads dask scheduled far ahead of their writes. Our own
+        # pool, so that after a failure every running task has finished before the
+        # repositories are removed (no chunk is written after the cleanup).
+        computed: list[list[Any]] = [[] for _ in batch]
+        with cf.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as workers:
+            with dask_progress(f"ingest {label}", enabled=progress):
+                for k in range(max(len(w) for w in waves)):
+                    now = [(f, w[k]) for f, w in enumerate(waves) if k < len(w)]
+                    _, stats = dask.compute([w for _, (w, _) in now], [s for _, (_, s) in now],
+                                            scheduler="threads", pool=workers)
+                    for (f, _), part in zip(now, stats):
+                        computed[f].append(part)
+        parts += [np.concatenate(c, axis=1) for c in computed]
+    return parts
 
 
 def _hash_inputs(files: list[Path]) -> list[Path]:

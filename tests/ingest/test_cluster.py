@@ -1,0 +1,98 @@
+"""Ingest staged across a multi-node Ray cluster (ray.cluster_utils.Cluster on this machine),
+through the job entry point with the arguments of `sarray ingest`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sarray.archive.layout import ArchiveLayout
+from sarray.archive.store import Archive
+from sarray.ingest.config import IngestConfig
+from sarray.ingest.run import ingest
+from sarray.testing.scenes import speckle_image, tree_digest, write_geotiff
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    # The driver's node has no CPU slot: every wave is staged on one of the two workers.
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        for _ in range(2):
+            c.add_node(num_cpus=1)
+        c.wait_for_nodes()
+        yield c
+    finally:
+        c.shutdown()
+
+
+def test_twenty_files_are_staged_on_several_nodes_and_land_once(cluster, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    sys.path.insert(0, str(REPO / "jobs"))
+    try:
+        import ingest as ingest_job
+    finally:
+        sys.path.remove(str(REPO / "jobs"))
+    tifs = [write_geotiff(tmp_path / f"f{i:02d}_vv.tif", speckle_image((150, 140), seed=i))
+            for i in range(20)]
+    arch = tmp_path / "a.zarr"
+    monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+    rc = ingest_job.main([*map(str, tifs), "--archive", str(arch), "-q", "--chunk-px", "64"])
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 0, out
+    assert len(out) == 20 and all(line.startswith("added") for line in out)
+    nodes = {n for line in out for n in line.split("staged on ")[1].split(",")}
+    assert len(nodes) >= 2  # both worker nodes staged files
+    listed = [r.scene_id for r in Archive(arch).find()]
+    assert sorted(listed) == sorted(f"f{i:02d}_vv" for i in range(20))  # each once
+    # Same pixels as a local ingest.
+    local = tmp_path / "b.zarr"
+    ingest(tifs[:2], local, IngestConfig())
+    for sid in ("f00_vv", "f01_vv"):
+        np.testing.assert_array_equal(Archive(arch).open_scene(sid)["backscatter"].values,
+                                      Archive(local).open_scene(sid)["backscatter"].values)
+    # A scene of several waves (one 64-px chunk row each: 18 waves) is split across tasks along
+    # whole chunk rows, and equals a local ingest.
+    big = write_geotiff(tmp_path / "big_vv.tif", speckle_image((1100, 90), seed=99))
+    from sarray import config as knobs
+
+    monkeypatch.setattr(knobs, "INGEST_WAVE_MPX", 0)  # one block row per wave
+    capsys.readouterr()
+    rc = ingest_job.main([str(big), "--archive", str(arch), "-q", "--chunk-px", "64"])
+    (line,) = capsys.readouterr().out.splitlines()
+    assert rc == 0 and len(line.split("staged on ")[1].split(",")) == 2  # 18 waves, both nodes
+    ingest([big], local, IngestConfig())
+    np.testing.assert_array_equal(Archive(arch).open_scene("big_vv")["backscatter"].values,
+                                  Archive(local).open_scene("big_vv")["backscatter"].values)
+
+
+def test_a_bad_file_on_a_worker_leaves_the_archive_as_it_was(cluster, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import rasterio
+
+    good = [write_geotiff(tmp_path / f"g{i}_vv.tif", speckle_image((200, 200), seed=i)) for i in range(3)]
+    bad = write_geotiff(tmp_path / "bad_vv.tif", speckle_image((1024, 1024), seed=9),
+                         compress="deflate")
+    with rasterio.open(bad) as ds:
+        offset = int(ds.get_tag_item("BLOCK_OFFSET_1_2", "TIFF", bidx=1))
+    raw = bytearray(bad.read_bytes())
+    raw[offset : offset + 64] = b"\xff" * 64
+    bad.write_bytes(bytes(raw))
+    arch = tmp_path / "a.zarr"
+    ingest(good[:1], arch, IngestConfig())
+    before = tree_digest(arch)
+    monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+    from sarray.errors import IngestError
+
+    with pytest.raises(IngestError, match="bad_vv.tif: read failed"):
+        ingest([*good[1:], bad], arch, IngestConfig(units="linear", layout=ArchiveLayout(chunk_px=256)),
+               on_ray=True)
+    assert tree_digest(arch) == before
