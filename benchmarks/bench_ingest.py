@@ -9,6 +9,11 @@ Run: ``python benchmarks/bench_ingest.py [--size 8192] [--repeats 3] [--workdir 
    into a zarr v3 array with the same chunks and codecs) alternate on the same file; medians.
 3. Memory: each of ingest(size) and ingest(2 x size per side, 4x the area) runs in a fresh
    process that reports its own peak RSS.
+4. Ray: ``--ray-files N`` files of 1024^2 ingested with ``on_ray`` on a
+   ``ray.cluster_utils.Cluster`` of 1 and of 2 one-CPU worker nodes (the head takes no task),
+   alternating, medians; beside the same files ingested in-process (``parallel_files=2``).
+
+Whole-product SAFE memory is measured by ``bench_ingest_safe.py``.
 """
 
 from __future__ import annotations
@@ -131,12 +136,63 @@ def peak_rss(fn: str, src: Path, out: Path) -> tuple[float, float]:
     return float(secs), int(kib) / 1024
 
 
+def ray_scaling(work: Path, n_files: int, repeats: int) -> dict:
+    """Seconds to ingest ``n_files`` files of 1024^2 on 1 and 2 Ray worker nodes, and locally."""
+    import os
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from sarray.ingest.config import IngestConfig
+    from sarray.ingest.run import ingest
+
+    files = [make_mosaic(work / f"ray_{i:02d}.tif", 1024, seed=100 + i) for i in range(n_files)]
+    times: dict[str, list[float]] = {"local": [], "ray_1_worker": [], "ray_2_workers": []}
+    for i in range(repeats):
+        out = work / f"ray_local_{i}.zarr"
+        t = time.perf_counter()
+        ingest(files, out, IngestConfig(units="linear"))
+        times["local"].append(time.perf_counter() - t)
+        shutil.rmtree(out, ignore_errors=True)
+    # One driver connection per cluster, warmed by one ingest first: the workers' start and
+    # imports (a few seconds, once per job) are not what scales with the number of files.
+    for name, nodes in (("ray_1_worker", 1), ("ray_2_workers", 2)):
+        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+        try:
+            for _ in range(nodes):
+                c.add_node(num_cpus=1)
+            c.wait_for_nodes()
+            ray.init(address=c.address, log_to_driver=False, configure_logging=False)
+            try:
+                ingest(files[:nodes * 2], work / "warm.zarr", IngestConfig(units="linear"), on_ray=True)
+                shutil.rmtree(work / "warm.zarr", ignore_errors=True)
+                for i in range(repeats):
+                    out = work / f"ray_{name}_{i}.zarr"
+                    t = time.perf_counter()
+                    ingest(files, out, IngestConfig(units="linear"), on_ray=True)
+                    times[name].append(time.perf_counter() - t)
+                    shutil.rmtree(out, ignore_errors=True)
+                    print(f"{name} run {i}: {times[name][-1]:.2f} s", file=sys.stderr)
+            finally:
+                ray.shutdown()
+        finally:
+            c.shutdown()
+    for f in files:
+        f.unlink(missing_ok=True)
+    med = {k: median(v) for k, v in times.items()}
+    mpx = n_files * 1024 * 1024 / 1e6
+    return {"files": n_files, "size_px": 1024, "cores": os.cpu_count(), "times_s": times,
+            "median_s": med, "mpx_per_s": {k: mpx / v for k, v in med.items()},
+            "speedup_2_over_1_worker": med["ray_1_worker"] / med["ray_2_workers"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=8192, help="edge of the throughput scene")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temp dir)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
+    p.add_argument("--ray-files", type=int, default=16, help="files for the Ray scaling (0: skip)")
     args = p.parse_args(argv)
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="sarray-bench-"))
@@ -176,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(out, ignore_errors=True)
             print(f"rss {fn} {tag}: {rss[f'{fn}_{tag}']}", file=sys.stderr)
 
+    ray_part = ray_scaling(work, args.ray_files, args.repeats) if args.ray_files else None
+
     result = {
+        "ray": ray_part,
         "environment": environment("cpu"),
         "scenarios": [asdict(s) for s in scenarios],
         "input_mb": mb,
