@@ -1,14 +1,15 @@
-"""Evaluation entry point: ``python jobs/evaluate.py --config cfg.yaml --model tiny --out DIR``.
+"""Entry point for `ray job submit` and batch schedulers: evaluate on held-out scenes.
 
-The same as ``sarray evaluate`` (see ``sarray evaluate --help``); kept next to jobs/train.py for
-``ray job submit`` and batch schedulers.
+    python jobs/evaluate.py --config cfg.yaml --model tiny --out DIR
+
+The arguments are those of `sarray evaluate` (this calls the same command).
 """
 
 from __future__ import annotations
 
 import sys
 
-from sarray.evaluate.cli import app
-
 if __name__ == "__main__":
-    sys.exit(app())
+    from sarray.cli import main
+
+    sys.exit(main(["evaluate", *sys.argv[1:]]))

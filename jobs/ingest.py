@@ -11,22 +11,10 @@ from __future__ import annotations
 
 import sys
 
+if __name__ == "__main__":
+    from sarray.cli import main
 
-def main(argv: list[str] | None = None) -> int:
-    from sarray.cli import app
-
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:]
     if not any(a in ("--ray", "--no-ray") for a in args):
         args.append("--ray")
-    import click
-
-    try:
-        rc = app(["ingest", *args], standalone_mode=False)  # errors print their own line
-    except click.exceptions.ClickException as e:  # usage errors, as the CLI shows them
-        e.show()
-        return e.exit_code
-    return rc if isinstance(rc, int) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["ingest", *args]))

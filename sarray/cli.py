@@ -1,7 +1,10 @@
 """The `sarray` command. Each command parses, builds a config, calls one library function.
 
-Errors that sarray raises on purpose (bad input, unknown scene...) print one line on stderr and
-exit with status 1; usage errors exit with status 2.
+One application (ingest, ls, info, ..., translate, and the `model`, `train`, `evaluate` and
+`bench` groups) with one error wrapper, :class:`SarrayGroup`: every error (sarray's own, an
+operating-system error, a usage error such as an unknown option) prints one line,
+``sarray: error: <input>: <problem>; <fix>``, on stderr and exits with status 1. The job entry
+points (``jobs/*.py``) call this same application.
 """
 
 from __future__ import annotations
@@ -12,10 +15,52 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
+from typer.core import TyperGroup
+
+from sarray import clicompat
 
 from sarray.errors import SarrayError
 
+
+class SarrayGroup(TyperGroup):
+    """The top-level group: runs a command and turns every failure into one line and exit 1."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            # Always `sarray`: the job entry points (jobs/*.py) run this same application.
+            rv = super().main(args, "sarray", complete_var, standalone_mode=False, **extra)
+        except clicompat.UsageError as e:
+            if clicompat.NoArgsIsHelpError is not None and isinstance(e, clicompat.NoArgsIsHelpError):
+                typer.echo(e.ctx.get_help() if e.ctx else "")  # `sarray model`: its help, status 0
+                return self._exit(0, standalone_mode)
+            where = e.ctx.command_path if e.ctx else "sarray"
+            typer.echo(f"sarray: error: {where}: {e.format_message().rstrip('.')}; see `{where} --help`", err=True)
+            rv = 1
+        except typer.Abort:
+            typer.echo("sarray: error: interrupted; rerun the same command (translate resumes from "
+                       "its last commit; an interrupted ingest committed nothing)", err=True)
+            rv = 1
+        except SarrayError as e:
+            typer.echo(f"sarray: error: {e}", err=True)
+            rv = 1
+        except OSError as e:
+            typer.echo(f"sarray: error: {os_error_line(e)}", err=True)
+            rv = 1
+        return self._exit(rv, standalone_mode)
+
+    @staticmethod
+    def _exit(rv: Any, standalone_mode: bool) -> Any:
+        import sys
+
+        code = rv if isinstance(rv, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
 app = typer.Typer(
+    cls=SarrayGroup,
     help="sarray: satellite SAR archives to airborne-resolution SAR.\n\n"
     "Example:\n\n  sarray ingest scene.tif --archive A.zarr && sarray ls A.zarr",
     no_args_is_help=True,
@@ -32,23 +77,6 @@ from sarray.train.cli import app as _train_app  # noqa: E402
 app.add_typer(_model_app, name="model")
 app.add_typer(_train_app, name="train")
 app.add_typer(_evaluate_app, name="evaluate")
-
-
-def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a SarrayError, or a permission or disk error, into one line on stderr, exit 1."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except SarrayError as e:
-            typer.echo(f"sarray: error: {e}", err=True)
-            raise typer.Exit(1) from None
-        except OSError as e:
-            typer.echo(f"sarray: error: {os_error_line(e)}", err=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
 
 
 def library_warnings(verbose: bool) -> Any:
@@ -127,7 +155,6 @@ def _floats(text: str | None, n: int, name: str) -> tuple[float, ...] | None:
 @app.command(
     epilog="Example: sarray ingest s1.tif umbra.tif --archive A.zarr --platform spaceborne"
 )
-@_friendly
 def ingest(
     paths: list[str] = typer.Argument(..., help="GeoTIFF/COG files, Sentinel-1 *.SAFE folders, NISAR RSLC/GSLC .h5 files (or GDAL HDF5:\"f.h5\"://... subdatasets)."),
     archive: str = typer.Option(..., "--archive", "-a", help="Archive: a path or s3://bucket/prefix (created if missing)."),
@@ -174,7 +201,6 @@ def ingest(
 
 
 @app.command(name="ls", epilog="Example: sarray ls A.zarr --platform airborne --bbox 4,51,5,52")
-@_friendly
 def ls_(
     archive: str = typer.Argument(..., help="Archive: a path or s3://bucket/prefix."),
     sensor: Optional[str] = typer.Option(None, help="Substring of the sensor name."),
@@ -203,7 +229,6 @@ def ls_(
 
 
 @app.command(epilog="Example: sarray info A.zarr my_scene --json")
-@_friendly
 def info(
     archive: str = typer.Argument(..., help="Archive: a path or s3://bucket/prefix."),
     scene: str = typer.Argument(..., help="Scene id."),
@@ -244,7 +269,6 @@ def info(
 
 
 @app.command(epilog="Example: sarray quicklook A.zarr my_scene -o ql.png")
-@_friendly
 def quicklook(
     archive: str = typer.Argument(..., help="Archive: a path or s3://bucket/prefix."),
     scene: str = typer.Argument(..., help="Scene id."),
@@ -259,7 +283,6 @@ def quicklook(
 
 
 @app.command(epilog="Example: sarray export A.zarr my_scene -o scene.tif")
-@_friendly
 def export(
     archive: str = typer.Argument(..., help="Archive: a path or s3://bucket/prefix."),
     scene: str = typer.Argument(..., help="Scene id."),
@@ -273,7 +296,6 @@ def export(
 
 
 @app.command(epilog="Example: sarray check s3://bucket/A.zarr  (or: sarray check A.zarr my_scene)")
-@_friendly
 def check(
     archive: str = typer.Argument(..., help="Archive: a path or s3://bucket/prefix."),
     scenes: Optional[list[str]] = typer.Argument(None, help="Scene ids (default: every scene)."),
@@ -290,7 +312,6 @@ def check(
 
 
 @app.command(epilog="Example: sarray stac A.zarr --all -o stac/  (or: sarray stac A.zarr my_scene -o stac/)")
-@_friendly
 def stac(
     archive: str = typer.Argument(..., help="Archive: a path or s3://bucket/prefix."),
     scenes: Optional[list[str]] = typer.Argument(None, help="Scene ids (or --all)."),
@@ -308,7 +329,6 @@ def stac(
 
 
 @app.command(epilog="Example: sarray migrate old.zarr new.zarr")
-@_friendly
 def migrate(
     old: Path = typer.Argument(..., help="Archive written by sarray's first layout (read only)."),
     new: str = typer.Argument(..., help="New archive: a path or s3://bucket/prefix."),
@@ -325,7 +345,6 @@ def migrate(
     epilog="Example: sarray translate A.zarr my_scene --scale 4 --model tiny --replicas 2 "
     "--cog out/x4.tif --quicklook out/x4.png"
 )
-@_friendly
 def translate(
     archive: str = typer.Argument(..., help="Archive holding the input scenes (path or s3://)."),
     scenes: list[str] = typer.Argument(..., help="Scene ids to translate."),
@@ -367,9 +386,9 @@ def translate(
                 typer.echo(f"  wrote {extra}")
 
 
-def main() -> None:
-    """Console entry point."""
-    app()
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point (and the job entry points': ``main(["translate", ...])``)."""
+    return int(app(argv, standalone_mode=False) or 0) if argv is not None else app()
 
 
 if __name__ == "__main__":

@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 from PIL import Image
 from typer.testing import CliRunner
 
 from sarray.cli import app
 
+REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "Spain_7370579_S1Hand.tif"
 
 
@@ -64,3 +66,57 @@ def test_console_script_help_shows_an_example() -> None:
     out = subprocess.run([sys.executable, "-m", "sarray.cli", "ingest", "--help"],
                          capture_output=True, text=True, check=True)
     assert "Example: sarray ingest" in out.stdout
+
+
+# Each: a command line that fails, and a piece of its one-line message.
+FAILING = [
+    (["model", "info", "--bad"], "sarray model info: No such option: --bad"),
+    (["model", "info", "--preset", "nope"], "nope"),
+    (["model", "speckle", "--model", "/nonexistent/weights"], "/nonexistent/weights"),
+    (["train", "--steps", "3"], "give --config"),
+    (["train", "--config", "/nonexistent.yaml"], "/nonexistent.yaml"),
+    (["train", "plan", "--gpus", "many"], "Invalid value for '--gpus'"),
+    (["train", "plan", "--train", "everything"], "train"),
+    (["train", "prepare-data", "--archive", "x.zarr"], "Missing option '--data'"),
+    (["evaluate", "--model", "tiny"], "give --archive"),
+    (["ingest", "/nonexistent.tif", "-a", "A.zarr"], "/nonexistent.tif: no such file"),
+    (["ingest"], "Missing argument 'paths'; see"),
+    (["ls", "/nonexistent.zarr"], "/nonexistent.zarr"),
+    (["info", "/nonexistent.zarr", "s"], "/nonexistent.zarr"),
+    (["translate", "/nonexistent.zarr", "s"], "/nonexistent.zarr"),
+    (["translate", "A.zarr", "s", "--scale", "zero"], "Invalid value for '--scale'"),
+    (["nosuchcommand"], "No such command 'nosuchcommand'"),
+]
+
+
+@pytest.mark.parametrize("argv,text", FAILING, ids=[" ".join(a[:3]) for a, _ in FAILING])
+def test_every_subcommand_fails_with_one_line_and_status_1(argv: list[str], text: str,
+                                                          tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, argv)
+    assert res.exit_code == 1, res.output
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("sarray: error: "), res.stderr
+    assert text in lines[0]
+    assert not (tmp_path / "A.zarr").exists()
+
+
+def _options(help_text: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", help_text))
+
+
+@pytest.mark.parametrize("stage", ["ingest", "translate", "train", "evaluate"])
+def test_each_job_takes_exactly_its_subcommands_options(stage: str) -> None:
+    """jobs/<stage>.py runs `sarray <stage>`: its --help lists the same options."""
+    import subprocess
+    import sys
+
+    job = subprocess.run([sys.executable, str(REPO / "jobs" / f"{stage}.py"), "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert job.returncode == 0, job.stderr
+    cli = CliRunner().invoke(app, [stage, "--help"], terminal_width=200)
+    assert cli.exit_code == 0
+    assert _options(job.stdout) == _options(cli.output) and len(_options(cli.output)) >= 2

@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from sarray import clicompat
+
 app = typer.Typer(
     help="Evaluate translation on held-out high-resolution scenes against bicubic, Lanczos and "
     "speckle-statistics baselines.\n\n"
@@ -40,30 +42,25 @@ def _main(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from sarray.errors import SarrayError
     from sarray.evaluate.run import EvaluateConfig, evaluate, format_table
     from sarray.train.degrade import DegradationConfig
     from sarray.train.pairs import PairConfig
 
-    try:
-        if config is not None:
-            import yaml
+    if config is not None:
+        import yaml
 
-            raw = yaml.safe_load(config.read_text()) or {}
-            data = dict(raw.get("data") or {})
-        else:
-            data = {"degradation": DegradationConfig(scale=scale).to_dict(), "tile_px": tile_px}
-        if archive:
-            data["archive"] = archive
-        if val_scene:
-            data["val_scenes"] = list(val_scene)
-        if "archive" not in data:
-            raise typer.BadParameter("give --archive or a --config with data.archive")
-        cfg = EvaluateConfig(data=PairConfig.from_dict(data), model=model, output_dir=out,
-                             tiles=tiles, consistency=not no_consistency, output=output, speckle=speckle, seed=seed)
-        result = evaluate(cfg, progress=True)
-    except SarrayError as e:
-        typer.echo(f"sarray: error: {e}", err=True)
-        raise typer.Exit(code=1) from None
+        raw = yaml.safe_load(config.read_text()) or {}
+        data = dict(raw.get("data") or {})
+    else:
+        data = {"degradation": DegradationConfig(scale=scale).to_dict(), "tile_px": tile_px}
+    if archive:
+        data["archive"] = archive
+    if val_scene:
+        data["val_scenes"] = list(val_scene)
+    if "archive" not in data:
+        raise clicompat.UsageError("give --archive, or a --config with data.archive", ctx=ctx)
+    cfg = EvaluateConfig(data=PairConfig.from_dict(data), model=model, output_dir=out,
+                         tiles=tiles, consistency=not no_consistency, output=output, speckle=speckle, seed=seed)
+    result = evaluate(cfg, progress=True)
     typer.echo(format_table(result))
     typer.echo(json.dumps({"files": result["files"]}))

@@ -26,14 +26,9 @@ def info(
 
     Example: sarray model info --preset sdxl
     """
-    from sarray.errors import SarrayError
     from sarray.models.info import format_info, model_info
 
-    try:
-        result = model_info(preset)
-    except SarrayError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(code=2) from None
+    result = model_info(preset)
     typer.echo(json.dumps(result, indent=2) if as_json else format_info(result))
 
 
@@ -45,15 +40,10 @@ def speckle(
 
     Example: sarray model speckle --model tiny
     """
-    from sarray.errors import SarrayError
     from sarray.models.resolve import resolve_model
     from sarray.stitch.speckle import single_look, speckle_sets
 
-    try:
-        sets, default = speckle_sets(resolve_model(model).get("weights"))
-    except SarrayError as e:
-        typer.echo(f"sarray: error: {e}", err=True)
-        raise typer.Exit(code=1) from None
+    sets, default = speckle_sets(resolve_model(model).get("weights"))
     if not sets:
         typer.echo(f"{model}: no stored statistics; translate uses {single_look().source}")
         return

@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from sarray import clicompat
+
 app = typer.Typer(
     help="Train the model (DeepSpeed ZeRO 1/2/3) and size training runs.\n\n"
     "Examples:\n\n  sarray train --config cfg.yaml\n\n"
@@ -17,36 +19,43 @@ app = typer.Typer(
 )
 
 
-def _fail(e: Exception) -> None:
-    typer.echo(f"sarray: error: {e}", err=True)
-    raise typer.Exit(code=1)
-
-
 @app.callback(invoke_without_command=True)
 def _main(
     ctx: typer.Context,
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML training config."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Override `steps` of the config."),
     output_dir: Optional[str] = typer.Option(None, "--output-dir", help="Override `output_dir`."),
+    launcher: str = typer.Option("env", "--launcher", help="env: this process is one rank (plain, torchrun, deepspeed); ray: start --workers Ray Train workers."),
+    workers: int = typer.Option(2, "--workers", help="Ray Train workers (--launcher ray)."),
+    gpu: bool = typer.Option(False, "--gpu", help="One GPU per Ray Train worker."),
+    local_rank: Optional[int] = typer.Option(None, "--local_rank", "--local-rank", hidden=True,
+                                             help="Set by the deepspeed launcher."),
 ) -> None:
-    """Train with the YAML config (one process here; use jobs/train.py under a launcher for more).
+    """Train with the YAML config: one process, one rank under torchrun/deepspeed, or Ray Train.
 
-    Example: sarray train --config cfg.yaml
+    Example: sarray train --config cfg.yaml  (or: torchrun --nproc_per_node 2 jobs/train.py --config cfg.yaml)
     """
     if ctx.invoked_subcommand is not None:
         return
     if config is None:
-        typer.echo(ctx.get_help())
-        raise typer.Exit(code=2)
-    from sarray.errors import SarrayError
-    from sarray.train.config import TrainConfig
-    from sarray.train.loop import run_training
+        raise clicompat.UsageError("give --config FILE.yaml, or a subcommand", ctx=ctx)
+    import os
 
-    try:
-        result = run_training(TrainConfig.from_yaml(config, steps=steps, output_dir=output_dir))
-    except SarrayError as e:
-        _fail(e)
-        return
+    from sarray.train.config import TrainConfig
+
+    if launcher not in ("env", "ray"):
+        raise typer.BadParameter(f"{launcher!r}; use env or ray", ctx=ctx, param_hint="--launcher")
+    cfg = TrainConfig.from_yaml(config, steps=steps, output_dir=output_dir)
+    if launcher == "ray":
+        from sarray.train.launch import train_with_ray
+
+        result = train_with_ray(cfg, num_workers=workers, use_gpu=gpu)
+    else:
+        from sarray.train.loop import run_training
+
+        result = run_training(cfg)
+    if os.environ.get("RANK", "0") != "0" and not result.get("export"):
+        return  # one summary per run, from the rank that exported
     losses = result.pop("losses")
     result["first_loss"], result["last_loss"] = (losses[0], losses[-1]) if losses else (None, None)
     typer.echo(json.dumps(result, indent=1))
@@ -65,14 +74,9 @@ def plan(
 
     Example: sarray train plan --preset sdxl --gpus 8 --gpu-mem-gb 80
     """
-    from sarray.errors import SarrayError
     from sarray.train.plan import format_plan, plan_memory
 
-    try:
-        result = plan_memory(preset=preset, gpus=gpus, gpu_mem_gb=gpu_mem_gb, nodes=nodes, train=train)
-    except SarrayError as e:
-        _fail(e)
-        return
+    result = plan_memory(preset=preset, gpus=gpus, gpu_mem_gb=gpu_mem_gb, nodes=nodes, train=train)
     typer.echo(json.dumps(result, indent=1) if as_json else format_plan(result))
 
 
@@ -85,12 +89,7 @@ def prepare_data(
 
     Example: sarray train prepare-data --data ../shared/data --archive /tmp/real.zarr
     """
-    from sarray.errors import SarrayError
     from sarray.train.sources import ingest_training_sources
 
-    try:
-        results = ingest_training_sources(data, archive)
-    except SarrayError as e:
-        _fail(e)
-        return
+    results = ingest_training_sources(data, archive)
     typer.echo(f"{len(results)} scene(s) in {archive}")

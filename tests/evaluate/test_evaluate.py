@@ -41,15 +41,15 @@ def test_evaluate_writes_table_json_png_and_consistency_holds(eval_archive, tmp_
 
 
 def test_evaluate_cli(eval_archive, tmp_path) -> None:
-    from sarray.evaluate.cli import app
+    from sarray.cli import app
 
     out = tmp_path / "cli"
-    res = CliRunner().invoke(app, ["--archive", str(eval_archive), "--model", "tiny-random",
+    res = CliRunner().invoke(app, ["evaluate", "--archive", str(eval_archive), "--model", "tiny-random",
                                    "--val-scene", "hr-1", "--tiles", "1", "--tile-px", "64",
                                    "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "| speckle |" in res.output and (out / "metrics.md").is_file()
-    bad = CliRunner().invoke(app, ["--archive", str(eval_archive), "--val-scene", "nope", "--model",
+    bad = CliRunner().invoke(app, ["evaluate", "--archive", str(eval_archive), "--val-scene", "nope", "--model",
                                    "tiny-random", "--out", str(out)])
     assert bad.exit_code == 1 and "val_scenes" in bad.output
 

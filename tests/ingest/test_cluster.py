@@ -33,19 +33,26 @@ def cluster():
         c.shutdown()
 
 
+def _job(args: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
+    """Run jobs/ingest.py as `python jobs/ingest.py ARGS` would, in this process."""
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", [str(REPO / "jobs" / "ingest.py"), *args])
+    try:
+        runpy.run_path(str(REPO / "jobs" / "ingest.py"), run_name="__main__")
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
 def test_twenty_files_are_staged_on_several_nodes_and_land_once(cluster, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture) -> None:
-    sys.path.insert(0, str(REPO / "jobs"))
-    try:
-        import ingest as ingest_job
-    finally:
-        sys.path.remove(str(REPO / "jobs"))
     tifs = [write_geotiff(tmp_path / f"f{i:02d}_vv.tif", speckle_image((150, 140), seed=i))
             for i in range(20)]
     arch = tmp_path / "a.zarr"
     monkeypatch.setenv("RAY_ADDRESS", cluster.address)
-    rc = ingest_job.main([*map(str, tifs), "--archive", str(arch), "-q", "--chunk-px", "64"])
+    rc = _job([*map(str, tifs), "--archive", str(arch), "-q", "--chunk-px", "64"], monkeypatch)
     out = capsys.readouterr().out.splitlines()
     assert rc == 0, out
     assert len(out) == 20 and all(line.startswith("added") for line in out)
@@ -66,7 +73,7 @@ def test_twenty_files_are_staged_on_several_nodes_and_land_once(cluster, tmp_pat
 
     monkeypatch.setattr(knobs, "INGEST_WAVE_MPX", 0)  # one block row per wave
     capsys.readouterr()
-    rc = ingest_job.main([str(big), "--archive", str(arch), "-q", "--chunk-px", "64"])
+    rc = _job([str(big), "--archive", str(arch), "-q", "--chunk-px", "64"], monkeypatch)
     (line,) = capsys.readouterr().out.splitlines()
     assert rc == 0 and len(line.split("staged on ")[1].split(",")) == 2  # 18 waves, both nodes
     ingest([big], local, IngestConfig())

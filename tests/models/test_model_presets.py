@@ -98,26 +98,26 @@ def test_sdxl_parameter_count_on_meta_device():
 def test_cli_info_json_and_text():
     from typer.testing import CliRunner
 
-    from sarray.models.cli import app
+    from sarray.cli import app
 
     runner = CliRunner()
-    res = runner.invoke(app, ["info", "--preset", "tiny", "--json"])
+    res = runner.invoke(app, ["model", "info", "--preset", "tiny", "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert data["preset"] == "tiny" and data["total_params"] > 0
     assert set(data["components"]) == {"unet", "text_encoder", "text_encoder_2", "vae", "controlnet"}
-    res = runner.invoke(app, ["info", "--preset", "tiny"])
+    res = runner.invoke(app, ["model", "info", "--preset", "tiny"])
     assert res.exit_code == 0 and "total (no ControlNet)" in res.output and "float16" in res.output
-    res = runner.invoke(app, ["info", "--preset", "nope"])
-    assert res.exit_code == 2 and "sdxl" in res.output
+    res = runner.invoke(app, ["model", "info", "--preset", "nope"])
+    assert res.exit_code == 1 and "sdxl" in res.output
 
 
 def test_cli_info_sdxl_json():
     from typer.testing import CliRunner
 
-    from sarray.models.cli import app
+    from sarray.cli import app
 
-    res = CliRunner().invoke(app, ["info", "--preset", "sdxl", "--json"])
+    res = CliRunner().invoke(app, ["model", "info", "--preset", "sdxl", "--json"])
     assert res.exit_code == 0, res.output
     assert abs(json.loads(res.output)["total_params"] - 3.5e9) / 3.5e9 < 0.05
 

@@ -56,14 +56,14 @@ def test_train_config_from_yaml_validates(tmp_path) -> None:
 
 
 def test_cli_plan_prints_every_stage() -> None:
-    from sarray.train.cli import app
+    from sarray.cli import app
 
-    result = CliRunner().invoke(app, ["plan", "--preset", "sdxl", "--gpus", "4", "--gpu-mem-gb", "80"])
+    result = CliRunner().invoke(app, ["train", "plan", "--preset", "sdxl", "--gpus", "4", "--gpu-mem-gb", "80"])
     assert result.exit_code == 0, result.output
     for stage in ("ZeRO-1", "ZeRO-2", "ZeRO-3"):
         assert stage in result.output
     assert "base model without ControlNet: 3.469 B" in result.output
-    bad = CliRunner().invoke(app, ["plan", "--train", "everything"])
+    bad = CliRunner().invoke(app, ["train", "plan", "--train", "everything"])
     assert bad.exit_code == 1 and "train" in bad.output
 
 
