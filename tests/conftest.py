@@ -76,3 +76,49 @@ def _ray_token_in_memory():
         mp.setenv("RAY_AUTH_MODE", "token")
         mp.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
         yield
+
+
+# Processes of a Ray cluster (head, workers, agents) by their command line.
+_RAY_PROCESS = ("raylet", "gcs_server", "ray::", "default_worker.py", "dashboard/dashboard.py",
+                "dashboard/agent.py", "runtime_env/agent", "log_monitor.py", "ray/autoscaler",
+                "monitor.py", "ray_client_server")
+
+
+def ray_processes_of_this_run() -> list:
+    """Ray processes descended from this pytest process (a foreign Ray on the machine is not
+    ours: never looked at, never touched)."""
+    import psutil
+
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            cmd = " ".join(p.cmdline())
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        if any(k in cmd for k in _RAY_PROCESS):
+            found.append(p)
+    return found
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_ray_left_behind(request: pytest.FixtureRequest):
+    """Fails the module whose tests leave Ray processes of their own running (after a grace
+    period for Ray's own shutdown), and stops those processes so the run goes on clean."""
+    import time
+
+    import psutil
+
+    yield
+    deadline = time.monotonic() + 20
+    left = ray_processes_of_this_run()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    if left:
+        names = sorted({" ".join(p.cmdline())[:80] for p in left if p.is_running()})
+        for p in left:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        pytest.fail(f"{request.module.__name__} left {len(left)} Ray process(es) running: {names}")

@@ -89,11 +89,13 @@ class Dispatcher:
         batch_size: tiles per replica call.
         max_chunks_in_flight: chunks allowed between a replica and their merge.
         progress: called with the number of chunks merged.
+        metrics: the job's :class:`~sarray.engine.metrics.JobMetrics` (None: not published).
     """
 
     def __init__(self, *, pool: Any, writer: Any, assemble: Any, infos: dict[str, Any],
                  boxes: dict[str, Any], assembler: Assembler, summaries: dict[str, Any],
-                 batch_size: int, max_chunks_in_flight: int, progress: Any) -> None:
+                 batch_size: int, max_chunks_in_flight: int, progress: Any,
+                 metrics: Any = None) -> None:
         self.pool, self.writer, self.assemble = pool, writer, assemble
         self.infos, self.boxes, self.assembler = infos, boxes, assembler
         self.summaries, self.progress = summaries, progress
@@ -107,6 +109,7 @@ class Dispatcher:
         self.finishing: dict[Any, str] = {}  # finish call -> output (not waited for in line)
         self.left = {o: len(i.plan.todo) for o, i in infos.items()}
         self.t0 = time.perf_counter()
+        self.metrics = metrics
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -136,6 +139,11 @@ class Dispatcher:
             for out_id, done in written.items():  # one merge call per output per round
                 self.merges[self.writer.merge_many.remote(out_id, [r for r, _ in done])] = (
                     out_id, sum(n for _, n in done))
+            if self.metrics is not None:
+                self.metrics.tick(queued=sum(len(k) for _, k in self.queue),
+                                  in_flight=sum(len(c.keys) for c in self.tile_calls.values()))
+        if self.metrics is not None:
+            self.metrics.tick(queued=0, in_flight=0, force=True)  # the job's last line
 
     def _chunks_in_flight(self) -> int:
         return (self.assembler.ready_count + sum(n for _, n in self.assembling.values())
@@ -164,6 +172,8 @@ class Dispatcher:
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
             cause = ray_cause(e)
             summary.retries += 1
+            if self.metrics is not None:
+                self.metrics.retried(call.out_id)
             attempts = call.attempts + 1
             if attempts >= MAX_TILE_ATTEMPTS:
                 keys = ", ".join(str(k) for k in call.keys)
@@ -178,6 +188,8 @@ class Dispatcher:
             return
         summary.tiles += len(call.keys)
         summary.model_spans.append((pid, node, m0, m1))
+        if self.metrics is not None:
+            self.metrics.tiles_back(call.out_id, len(call.keys), call.actor, m1 - m0)
         for key, pred in zip(call.keys, call.preds):
             self.assembler.add((call.out_id, *key), pred)
 
@@ -209,6 +221,8 @@ class Dispatcher:
             s.output_px += note["shape"][1] * note["shape"][2]
             s.writes.append(note)
         self.progress(len(notes))
+        if self.metrics is not None:
+            self.metrics.chunks_written(out_id, notes)
         self.left[out_id] -= len(notes)
         if self.left[out_id] == 0:
             self._finish(out_id)

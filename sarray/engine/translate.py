@@ -349,13 +349,20 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
                 + [a.warm.remote(b) for a in pool.actors for b in first]
                 + [ref for b in first for ref in assemblers.warm(b)])
             # 3. Stream every scene through the pool, the assembly tasks and the writer.
+            from sarray.engine.metrics import SUMMARY_EVERY_S, JobMetrics
+
+            metrics = JobMetrics(job_id=ray.get_runtime_context().get_job_id(),
+                                 scenes={o: i.scene_id for o, i in infos.items()},
+                                 replicas=plan.replicas,
+                                 summary_every_s=float(os.environ.get("SARRAY_SUMMARY_EVERY_S",
+                                                                     SUMMARY_EVERY_S)))
             Dispatcher(
                 pool=pool, writer=writer, assemble=assemblers, infos=infos,
                 boxes=boxes,
                 assembler=Assembler([i.plan for i in infos.values()], per_task=CHUNKS_PER_ASSEMBLY,
                                     key_of=lambda p: p.out_id),
                 summaries=summaries, batch_size=config.batch_size, progress=bar.update,
-                max_chunks_in_flight=CHUNKS_IN_FLIGHT_PER_REPLICA * plan.replicas,
+                max_chunks_in_flight=CHUNKS_IN_FLIGHT_PER_REPLICA * plan.replicas, metrics=metrics,
             ).run()
         finally:
             bar.close()

@@ -74,3 +74,20 @@ def tree_digest(path: str | Path) -> str:
         if p.is_file():
             h.update(p.read_bytes())
     return h.hexdigest()
+
+
+def write_hr_archive(root: Path) -> Path:
+    """Three synthetic airborne scenes at 1 m (amplitude: smooth structure x Rayleigh speckle)."""
+    from rasterio.transform import from_origin
+
+    from sarray.ingest.config import IngestConfig
+    from sarray.ingest.run import ingest
+
+    archive = root / "hr.zarr"
+    for k, (shape, seed) in enumerate((((160, 192), 1), ((128, 128), 2), ((96, 160), 3))):
+        amp = np.sqrt(speckle_image(shape, seed=seed, looks=1)).astype(np.float32)
+        tif = write_geotiff(root / f"scene{k}.tif", amp, transform=from_origin(600000, 5700000, 1.0, 1.0),
+                            descriptions=("HH",))
+        ingest([tif], archive, IngestConfig(platform="airborne", units="linear", sensor="TestSAR",
+                                            pols=("HH",), scene_id=f"hr-{k}"))
+    return archive

@@ -58,7 +58,7 @@ def _main(
         return  # one summary per run, from the rank that exported
     losses = result.pop("losses")
     result["first_loss"], result["last_loss"] = (losses[0], losses[-1]) if losses else (None, None)
-    typer.echo(json.dumps(result, indent=1))
+    typer.echo(json.dumps(result))  # one line: the last line of a job's log
 
 
 @app.command()

@@ -8,29 +8,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sarray.testing.scenes import write_hr_archive
+
 REPO = Path(__file__).resolve().parents[2]
-# DeepSpeed JIT-builds a small op on its first initialize: cache it in the (git-ignored) repo
-# folder so that only the first test run on a machine pays for it.
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".torch_extensions"))
-os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _deepspeed_on_cpu():
+    """DeepSpeed JIT-builds a small op on its first initialize: cache it in the (git-ignored)
+    repo folder so that only the first test run on a machine pays for it; CPU accelerator. Set
+    for the training tests' session and restored after it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_EXTENSIONS_DIR", os.environ.get("TORCH_EXTENSIONS_DIR", str(REPO / ".torch_extensions")))
+        mp.setenv("DS_ACCELERATOR", os.environ.get("DS_ACCELERATOR", "cpu"))
+        yield
 
 
 def make_archive(root: Path) -> Path:
-    """Three synthetic airborne scenes at 1 m (amplitude: smooth structure x Rayleigh speckle)."""
-    from rasterio.transform import from_origin
-
-    from sarray.ingest.config import IngestConfig
-    from sarray.ingest.run import ingest
-    from sarray.testing.scenes import speckle_image, write_geotiff
-
-    archive = root / "hr.zarr"
-    for k, (shape, seed) in enumerate((((160, 192), 1), ((128, 128), 2), ((96, 160), 3))):
-        amp = np.sqrt(speckle_image(shape, seed=seed, looks=1)).astype(np.float32)
-        tif = write_geotiff(root / f"scene{k}.tif", amp, transform=from_origin(600000, 5700000, 1.0, 1.0),
-                            descriptions=("HH",))
-        ingest([tif], archive, IngestConfig(platform="airborne", units="linear", sensor="TestSAR",
-                                            pols=("HH",), scene_id=f"hr-{k}"))
-    return archive
+    return write_hr_archive(root)
 
 
 @pytest.fixture(scope="session")
