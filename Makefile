@@ -29,8 +29,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Every stage's benchmark into benchmarks/results/bench.json and PNGs (~8 min on 2 cores).
 bench: $(STAMP)
-	$(PY) benchmarks/bench_ingest.py
+	$(PY) benchmarks/suite.py --out benchmarks/results
 
 clean:
 	rm -rf out .pytest_cache

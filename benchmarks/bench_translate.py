@@ -148,7 +148,7 @@ _RSS_CHILD = """
 import sys, time, json, re
 import ray
 from sarray.engine.translate import TranslateConfig, translate
-ray.init(num_cpus={cpus}, include_dashboard=False, log_to_driver=False, configure_logging=False)
+ray.init(address="local", num_cpus={cpus}, include_dashboard=False, log_to_driver=False, configure_logging=False)
 cfg = TranslateConfig(model="tiny-random", scale=2, chunk_px=512, halo_px=16, consistency="off",
                       replica_class="sarray.testing.replicas:IdentityReplica")
 (s,) = translate({arch!r}, ["scene"], cfg, progress=False)
@@ -212,7 +212,7 @@ from pathlib import Path
 sys.path.insert(0, {bench!r})
 import ray
 from bench_translate import driver_run
-ray.init(num_cpus={cpus}, include_dashboard=False, log_to_driver=False, configure_logging=False)
+ray.init(address="local", num_cpus={cpus}, include_dashboard=False, log_to_driver=False, configure_logging=False)
 print(json.dumps(driver_run(Path({work!r}), {n}, 1024)))
 ray.shutdown()
 """

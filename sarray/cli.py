@@ -70,6 +70,7 @@ app = typer.Typer(
 
 
 # Sub-commands that live with their stage (only typer is imported at module level there).
+from sarray.bench import app as _bench_app  # noqa: E402
 from sarray.evaluate.cli import app as _evaluate_app  # noqa: E402
 from sarray.models.cli import app as _model_app  # noqa: E402
 from sarray.train.cli import app as _train_app  # noqa: E402
@@ -77,6 +78,7 @@ from sarray.train.cli import app as _train_app  # noqa: E402
 app.add_typer(_model_app, name="model")
 app.add_typer(_train_app, name="train")
 app.add_typer(_evaluate_app, name="evaluate")
+app.add_typer(_bench_app, name="bench")
 
 
 def library_warnings(verbose: bool) -> Any:

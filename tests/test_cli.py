@@ -86,6 +86,9 @@ FAILING = [
     (["translate", "/nonexistent.zarr", "s"], "/nonexistent.zarr"),
     (["translate", "A.zarr", "s", "--scale", "zero"], "Invalid value for '--scale'"),
     (["nosuchcommand"], "No such command 'nosuchcommand'"),
+    (["bench", "project", "--area-km2", "1e6"], "Missing option '--gpus'"),
+    (["bench", "project", "--area-km2", "-5", "--gpus", "4"], "`area_km2` (-5.0) must be > 0"),
+    (["bench", "project", "--area-km2", "5", "--gpus", "4", "--from", "/nonexistent.json"], "/nonexistent.json"),
 ]
 
 
@@ -108,15 +111,16 @@ def _options(help_text: str) -> set[str]:
     return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", help_text))
 
 
-@pytest.mark.parametrize("stage", ["ingest", "translate", "train", "evaluate"])
-def test_each_job_takes_exactly_its_subcommands_options(stage: str) -> None:
+@pytest.mark.parametrize("stage", [["ingest"], ["translate"], ["train"], ["evaluate"],
+                                   ["bench", "run"], ["bench", "project"]], ids=" ".join)
+def test_each_job_takes_exactly_its_subcommands_options(stage: list[str]) -> None:
     """jobs/<stage>.py runs `sarray <stage>`: its --help lists the same options."""
     import subprocess
     import sys
 
-    job = subprocess.run([sys.executable, str(REPO / "jobs" / f"{stage}.py"), "--help"],
+    job = subprocess.run([sys.executable, str(REPO / "jobs" / f"{stage[0]}.py"), *stage[1:], "--help"],
                          capture_output=True, text=True, timeout=120)
     assert job.returncode == 0, job.stderr
-    cli = CliRunner().invoke(app, [stage, "--help"], terminal_width=200)
+    cli = CliRunner().invoke(app, [*stage, "--help"], terminal_width=200)
     assert cli.exit_code == 0
     assert _options(job.stdout) == _options(cli.output) and len(_options(cli.output)) >= 2

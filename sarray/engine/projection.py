@@ -1,0 +1,164 @@
+"""Projection of a translate run to a continental archive: GPU-hours, replicas, wall time,
+storage, and the driver's and object store's headroom, with every assumption shown.
+
+``sarray bench project --area-km2 10e6 --scale 4 --gpus 64`` (one Sentinel-1 IW coverage of
+Europe at x4). The per-tile time comes from ``--tile-s`` (seconds per output tile on one GPU),
+from a results file of this project's benchmarks (``--from``), or from the default below.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sarray.errors import ConfigError
+
+# SDXL + ControlNet, 30 steps, one 1024^2 output tile on one A100-class GPU: 2.4-7.4 s (the
+# range quoted in this project's engine issue, #9, from published SDXL timings); the midpoint
+# is the default. H100-class GPUs are faster: measure yours and pass --tile-s.
+DEFAULT_TILE_S = 4.9
+DEFAULT_TILE_S_SOURCE = ("SDXL 30 steps, 1024^2, A100-class: 2.4-7.4 s per tile (engine issue #9); "
+                         "midpoint 4.9 s")
+# Measured by benchmarks/bench_translate.py on this project's CPU box (README, Benchmarks).
+DRIVER_CPU_S_PER_MPX = 0.019
+ENGINE_EFFICIENCY = 0.95
+OBJECT_STORE_GB_PER_NODE = 16.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Projection:
+    """The inputs of a projection (each is printed as an assumption).
+
+    Args:
+        area_km2: ground area to translate.
+        scale: output spacing = input spacing / scale.
+        gpus: GPUs (one replica each).
+        tile_s: seconds per output tile of ``tile_px``^2 on one GPU.
+        tile_s_source: where ``tile_s`` comes from.
+        input_spacing_m: pixel spacing of the input scenes (Sentinel-1 IW GRD: 10 m).
+        tile_px: output tile (chunk) edge.
+        pols: polarisations per pixel (stored, and carried in each tile).
+        bytes_per_value: stored bytes per value before compression (float32).
+        compression: compressed / raw size of the stored output (zstd on speckled float32).
+        efficiency: engine throughput / bare replicas (measured by bench_translate).
+        model_load_s: replica start (weights from the node's cache to the GPU).
+        driver_cpu_s_per_mpx: the driver's CPU per output Mpx.
+        chunks_in_flight_per_replica: the engine's window of chunks per replica.
+        object_store_gb_per_node: object store of one GPU node.
+        gpus_per_node: GPUs per node.
+    """
+
+    area_km2: float
+    scale: int
+    gpus: int
+    tile_s: float = DEFAULT_TILE_S
+    tile_s_source: str = DEFAULT_TILE_S_SOURCE
+    input_spacing_m: float = 10.0
+    tile_px: int = 1024
+    pols: int = 2
+    bytes_per_value: int = 4
+    compression: float = 0.9
+    efficiency: float = ENGINE_EFFICIENCY
+    model_load_s: float = 120.0
+    driver_cpu_s_per_mpx: float = DRIVER_CPU_S_PER_MPX
+    chunks_in_flight_per_replica: int = 24
+    object_store_gb_per_node: float = OBJECT_STORE_GB_PER_NODE
+    gpus_per_node: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("area_km2", "tile_s", "input_spacing_m", "efficiency", "compression"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"`{name}` ({getattr(self, name)}) must be > 0")
+        if self.scale < 1 or self.gpus < 1 or self.tile_px < 16 or self.pols < 1:
+            raise ConfigError(f"`scale` ({self.scale}), `gpus` ({self.gpus}), `tile_px` "
+                              f"({self.tile_px}) and `pols` ({self.pols}) must be positive "
+                              "(tile_px >= 16)")
+
+
+def tile_s_from_results(path: str | Path, tile_px: int) -> tuple[float, str]:
+    """Seconds per ``tile_px``^2 output tile on one replica, from a benchmark results file
+    (``bench.json`` of ``make bench``, or ``bench_raydata.json``): the engine's measured output
+    Mpx/s per replica, scaled to the tile's pixels."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"`--from` ({p}): cannot read a results JSON ({e}); run `make bench` "
+                          "first or give --tile-s") from None
+    rd = data.get("raydata") or data.get("stages", {}).get("translate", {}).get("raydata")
+    if not rd:
+        raise ConfigError(f"`--from` ({p}): no 'raydata' section with the engine's throughput; "
+                          "use benchmarks/results/bench.json or give --tile-s")
+    mpx_s = float(rd["median"]["sarray"]["mpx_s"]) / int(rd["replicas"])
+    env = data.get("environment", {})
+    device = env.get("device", "?")
+    return (tile_px * tile_px / 1e6 / mpx_s,
+            f"{p.name}: {mpx_s:.3f} output Mpx/s per replica, tiny model on {device} "
+            f"({env.get('cores', '?')} cores, commit {env.get('commit', '?')})")
+
+
+def project(p: Projection) -> dict[str, Any]:
+    """The projected figures (see the module docstring)."""
+    out_spacing = p.input_spacing_m / p.scale
+    pixels = p.area_km2 * 1e6 / out_spacing**2
+    tiles = math.ceil(pixels / p.tile_px**2)
+    gpu_hours = tiles * p.tile_s / p.efficiency / 3600
+    wall_h = gpu_hours / p.gpus + p.model_load_s / 3600
+    raw_tb = pixels * p.pols * p.bytes_per_value / 1e12
+    mpx_per_s = pixels / 1e6 / (wall_h * 3600)
+    driver_cores = mpx_per_s * p.driver_cpu_s_per_mpx
+    tile_mb = p.pols * p.tile_px**2 * 4 / 1e6 * (1 + 1 / p.scale**2)  # prediction + input window
+    store_gb = p.chunks_in_flight_per_replica * tile_mb * p.gpus_per_node / 1e3
+    return {
+        "assumptions": asdict(p),
+        "output_spacing_m": out_spacing,
+        "output_gpx": pixels / 1e9,
+        "tiles": tiles,
+        "gpu_hours": gpu_hours,
+        "replicas": p.gpus,
+        "wall_hours": wall_h,
+        "storage_tb_raw": raw_tb,
+        "storage_tb": raw_tb * p.compression,
+        "output_mpx_per_s": mpx_per_s,
+        "driver_cores_needed": driver_cores,
+        "driver_headroom": 1.0 / driver_cores if driver_cores else math.inf,
+        "object_store_gb_per_node_needed": store_gb,
+        "object_store_headroom": p.object_store_gb_per_node / store_gb if store_gb else math.inf,
+    }
+
+
+def format_projection(r: dict[str, Any]) -> str:
+    a = r["assumptions"]
+    lines = [
+        f"Projection: {a['area_km2']:,.0f} km^2 at x{a['scale']} on {a['gpus']} GPUs",
+        "",
+        "assumptions",
+        f"  input spacing            {a['input_spacing_m']} m -> output {r['output_spacing_m']:.2f} m",
+        f"  output pixels            {r['output_gpx']:,.1f} Gpx ({a['pols']} polarisations each)",
+        f"  tile                     {a['tile_px']}^2 output px, {a['tile_s']:.3g} s per tile on one GPU",
+        f"  tile time source         {a['tile_s_source']}",
+        f"  engine efficiency        {a['efficiency']:.2f} of bare replicas (the target; bench_translate "
+        "measured 0.91-1.04 on a 2-core CPU box)",
+        f"  model load per replica   {a['model_load_s']:.0f} s",
+        f"  stored values            {a['bytes_per_value']} bytes, compressed to {a['compression']:.2f} (assumed: "
+        "zstd on speckled float32 barely compresses)",
+        f"  driver CPU               {a['driver_cpu_s_per_mpx']} s per output Mpx (bench_translate)",
+        f"  object store             {a['object_store_gb_per_node']:.0f} GB per node, "
+        f"{a['gpus_per_node']} GPU(s) per node, {a['chunks_in_flight_per_replica']} chunks in flight per replica",
+        "",
+        "projection",
+        f"  tiles                    {r['tiles']:,}",
+        f"  GPU-hours                {r['gpu_hours']:,.0f}",
+        f"  replicas                 {r['replicas']} (one per GPU)",
+        f"  wall time                {r['wall_hours']:,.1f} h ({r['wall_hours'] / 24:,.1f} days)",
+        f"  storage written          {r['storage_tb']:,.1f} TB ({r['storage_tb_raw']:,.1f} TB raw)",
+        f"  throughput               {r['output_mpx_per_s']:,.1f} output Mpx/s",
+        f"  driver                   {r['driver_cores_needed']:.3f} of one core "
+        f"(headroom x{r['driver_headroom']:,.0f})",
+        f"  object store per node    {r['object_store_gb_per_node_needed']:.2f} GB needed "
+        f"(headroom x{r['object_store_headroom']:,.1f})",
+    ]
+    return "\n".join(lines)
