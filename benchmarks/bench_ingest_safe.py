@@ -11,8 +11,12 @@ flips), so that nothing compresses to nothing. Each ingest runs alone in a fresh
 that reports its own peak RSS (VmHWM), and the stored values of one window are compared with
 ``xarray_sentinel.calibrate_intensity`` of the same window.
 
-The EW fixture has no calibration annotation (xarray-sentinel ships none for EW), so the EW
-product is ingested as DN (``--calibration none``); SM and IW are calibrated to sigma0.
+The EW fixture has no calibration annotation (xarray-sentinel ships none for EW): the bench
+writes one where the EW manifest names it, from the real IW1 calibration annotation of the IW
+product adapted to the EW swath's geometry (its lines, samples, times and header; the LUT
+values are the IW's, resampled across the swath). So all three products are calibrated to
+sigma0; the EW LUT's values are borrowed, which the memory figure does not depend on, and the
+values check compares with xarray-sentinel on that same annotation.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ PRODUCTS = {
     "iw": (DATA / "sentinel1/safe/S1B_IW_SLC__1SDV_20210401T052622_20210401T052650_026269_032297_EFA4.SAFE",
            "IW1", ("VV", "VH"), "sigma0"),
     "ew": (FIXTURES / "S1A_EW_SLC__1SDH_20210403T122536_20210403T122630_037286_046484_8152.SAFE",
-           "EW1", ("HH",), "none"),
+           "EW1", ("HH",), "sigma0"),
 }
 LIMIT_MIB = 2048
 
@@ -57,6 +61,52 @@ def _texture(rng: np.random.Generator) -> list[np.ndarray]:
         z = np.nan_to_num(z) * (300.0 / max(float(np.median(np.abs(z))), 1e-12))
         out.append(np.clip(z.real, -32000, 32000) + 1j * np.clip(z.imag, -32000, 32000))
     return out
+
+
+IW_CALIBRATION = next((PRODUCTS["iw"][0] / "annotation" / "calibration").glob("calibration-*iw1*vv*.xml"),
+                      None)
+
+
+def write_calibration_for(annotation: Path, target: Path, template: Path) -> None:
+    """A calibration annotation for ``annotation``'s swath at ``target``: ``template``'s
+    structure and LUT values, the swath's own header, lines, samples and times."""
+    import datetime as dt
+    import xml.etree.ElementTree as ET
+
+    ann = ET.parse(annotation).getroot()
+    tree = ET.parse(template)
+    root = tree.getroot()
+    for tag in ("missionId", "productType", "polarisation", "mode", "swath", "startTime",
+                "stopTime", "absoluteOrbitNumber", "missionDataTakeId", "imageNumber"):
+        src, dst = ann.find(f"adsHeader/{tag}"), root.find(f"adsHeader/{tag}")
+        if src is not None and dst is not None:
+            dst.text = src.text
+    lines = int(ann.findtext("imageAnnotation/imageInformation/numberOfLines"))
+    samples = int(ann.findtext("imageAnnotation/imageInformation/numberOfSamples"))
+    t0 = dt.datetime.fromisoformat(ann.findtext("imageAnnotation/imageInformation/productFirstLineUtcTime"))
+    dtl = float(ann.findtext("imageAnnotation/imageInformation/azimuthTimeInterval"))
+    vlist = root.find("calibrationVectorList")
+    first = vlist.find("calibrationVector")
+    pixels_t = np.array(first.findtext("pixel").split(), float)
+    pixels = np.unique(np.r_[np.arange(0, samples, 40), samples - 1])
+    rel = pixels / (samples - 1) * pixels_t[-1]
+    for v in list(vlist):
+        vlist.remove(v)
+    rows = np.unique(np.r_[np.linspace(0, lines - 1, 24).round().astype(int)])
+    for line in rows:
+        v = ET.fromstring(ET.tostring(first))
+        v.find("azimuthTime").text = (t0 + dt.timedelta(seconds=float(line) * dtl)).isoformat()
+        v.find("line").text = str(int(line))
+        px = v.find("pixel")
+        px.text, px.attrib["count"] = " ".join(str(int(p)) for p in pixels), str(len(pixels))
+        for lut in ("sigmaNought", "betaNought", "gamma", "dn"):
+            el = v.find(lut)
+            vals = np.interp(rel, pixels_t, np.array(first.findtext(lut).split(), float))
+            el.text, el.attrib["count"] = " ".join(f"{x:.6e}" for x in vals), str(len(pixels))
+        vlist.append(v)
+    vlist.attrib["count"] = str(len(rows))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tree.write(target, encoding="UTF-8", xml_declaration=True)
 
 
 def build_product(name: str, work: Path, seed: int = 0) -> Path:
@@ -81,6 +131,9 @@ def build_product(name: str, work: Path, seed: int = 0) -> Path:
         text = xml.read_text()
         lines = int(text.split("<numberOfLines>")[1].split("<")[0])
         samples = int(text.split("<numberOfSamples>")[1].split("<")[0])
+        cal = dst / "annotation" / "calibration" / f"calibration-{xml.name}"
+        if PRODUCTS[name][3] != "none" and not cal.is_file():
+            write_calibration_for(xml, cal, IW_CALIBRATION)  # the EW fixture has none
         (dst / "measurement").mkdir(exist_ok=True)
         tif = dst / "measurement" / f"{xml.stem}.tiff"
         with rasterio.open(tif, "w", driver="GTiff", height=lines, width=samples, count=1,

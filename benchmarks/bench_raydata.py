@@ -186,16 +186,35 @@ def fresh_run(kind: str, arch: Path, scenes: list[str], work: Path, kw: dict[str
                          kind=kind, arch=str(arch), scenes=scenes, out=out_arg, kw=kw)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    peak = 0.0
+    peak, top = 0.0, []
     while proc.poll() is None:
-        peak = max(peak, tree_pss_mib(proc.pid))
+        total = tree_pss_mib(proc.pid)
+        if total > peak:
+            peak, top = total, _top_processes(proc.pid)
         time.sleep(0.2)
     stdout, stderr = proc.communicate()
     shutil.rmtree(out_arg, ignore_errors=True)
     lines = [l for l in stdout.splitlines() if l.startswith("RESULT ")]
     if proc.returncode or not lines:
         raise RuntimeError(f"{kind} run failed: {stderr[-3000:]}")
-    return {**json.loads(lines[-1][7:]), "tree_pss_peak_mib": peak}
+    return {**json.loads(lines[-1][7:]), "tree_pss_peak_mib": peak, "tree_at_peak": top}
+
+
+def _top_processes(pid: int, n: int = 8) -> list[tuple[str, float]]:
+    """The largest processes of the tree by PSS (MiB), named by their command line."""
+    import psutil
+
+    rows = []
+    try:
+        root = psutil.Process(pid)
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                rows.append((" ".join(p.cmdline())[:60], round(p.memory_full_info().pss / 2**20, 1)))
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+    except psutil.NoSuchProcess:
+        return []
+    return sorted(rows, key=lambda r: -r[1])[:n]
 
 
 # -- inputs --------------------------------------------------------------------------------------

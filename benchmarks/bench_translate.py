@@ -400,6 +400,9 @@ def _partial(args: argparse.Namespace, work: Path, efficiency: dict, driver: dic
         previous["environment"] = environment("cpu")
         write_results("bench_translate", previous, args.out)
         _plot(previous, path.with_suffix(".png"))
+    else:  # no earlier full run here: a results file of these parts only (no plot)
+        write_results("bench_translate", {"environment": environment("cpu"), "parts": list(args.parts),
+                                          "efficiency": efficiency, "driver": driver}, args.out)
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk in ("engine_mpx_s", "bare_mpx_s", "efficiency")}
                       for k, v in efficiency.items()}, indent=1))
     if driver is not None:

@@ -6,7 +6,7 @@ process, with sizes chosen to fit that budget (the scripts' defaults are larger:
 for the full figures), into a scratch folder; the suite then writes
 ``<out>/bench.json``: the environment block (cores, RAM, device, versions, commit), each
 stage's results and wall time, and a summary of the headline figures; and copies each stage's
-PNG next to it.
+PNG next to it as ``suite_<name>.png`` (the stand-alone runs keep ``<name>.png``).
 """
 
 from __future__ import annotations
@@ -82,8 +82,9 @@ def summary(stages: dict[str, Any]) -> dict[str, Any]:
         s["usd_per_km2"] = tr["scaling"]["cost"]["usd_per_km2"]
     dr = stages.get("driver", {}).get("result")
     if dr and dr.get("driver"):
-        s["driver_cpu_s_per_mpx"] = dr["driver"].get("warm_driver_cpu_s_per_mpx_median",
-                                                     dr["driver"].get("driver_cpu_s_per_mpx"))
+        s["driver_cpu_s_per_mpx_warm"] = dr["driver"]["driver_cpu_s_per_mpx_median"]
+        s["driver_cpu_s_per_mpx_fresh_process"] = dr["driver"]["driver_cpu_s_per_mpx_fresh_process_median"]
+        s["replica_idle_share_fixed_cost"] = dr["driver"]["replica_idle_share_fixed_cost"]
     trn = stages.get("train", {}).get("result")
     if trn:
         s["train_step_s"] = trn["step_s_median"]
@@ -127,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                 png = res_path.with_suffix(".png")
                 if png.is_file():
                     args.out.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(png, args.out / png.name)
-                    entry["plot"] = png.name
+                    # suite_*: the stand-alone runs' own bench_*.png (full sizes) stay as they are
+                    shutil.copy(png, args.out / f"suite_{png.name}")
+                    entry["plot"] = f"suite_{png.name}"
                 print(f"[bench] {name}: {wall:.0f} s", file=sys.stderr, flush=True)
             stages[name] = entry
     finally:

@@ -91,3 +91,17 @@ def write_hr_archive(root: Path) -> Path:
         ingest([tif], archive, IngestConfig(platform="airborne", units="linear", sensor="TestSAR",
                                             pols=("HH",), scene_id=f"hr-{k}"))
     return archive
+
+
+def write_corrupt_geotiff(path: str | Path, *, seed: int = 7) -> Path:
+    """A 1024^2 deflate GeoTIFF whose header and first and last tiles are intact and whose tile
+    (1, 2) is damaged: the damage is only met while streaming, after other chunks were staged."""
+    import rasterio
+
+    p = write_geotiff(path, speckle_image((1024, 1024), seed=seed), compress="deflate")
+    with rasterio.open(p) as ds:
+        offset = int(ds.get_tag_item("BLOCK_OFFSET_1_2", "TIFF", bidx=1))
+    raw = bytearray(p.read_bytes())
+    raw[offset : offset + 64] = b"\xff" * 64
+    p.write_bytes(bytes(raw))
+    return p

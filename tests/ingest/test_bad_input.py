@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sarray.cli import app
-from sarray.testing.scenes import speckle_image, tree_digest, write_geotiff
+from sarray.testing.scenes import speckle_image, tree_digest, write_corrupt_geotiff, write_geotiff
 
 
 def write_worldfile_png(path: Path, bands: int = 1) -> Path:
@@ -47,16 +47,7 @@ def _truncated(tmp_path: Path) -> list[Path]:
 def _corrupt_middle(tmp_path: Path) -> list[Path]:
     """Header and the first and last tiles intact, a tile in the middle damaged: only found
     while streaming, after other chunks have been staged."""
-    import rasterio
-
-    p = write_geotiff(tmp_path / "corrupt.tif", speckle_image((1024, 1024), seed=7),
-                      compress="deflate")
-    with rasterio.open(p) as ds:
-        offset = int(ds.get_tag_item("BLOCK_OFFSET_1_2", "TIFF", bidx=1))
-    raw = bytearray(p.read_bytes())
-    raw[offset : offset + 64] = b"\xff" * 64
-    p.write_bytes(bytes(raw))
-    return [p]
+    return [write_corrupt_geotiff(tmp_path / "corrupt.tif")]
 
 
 def _all_nan(tmp_path: Path) -> list[Path]:

@@ -13,7 +13,7 @@ from sarray.archive.layout import ArchiveLayout
 from sarray.archive.store import Archive
 from sarray.ingest.config import IngestConfig
 from sarray.ingest.run import ingest
-from sarray.testing.scenes import speckle_image, tree_digest, write_geotiff
+from sarray.testing.scenes import speckle_image, tree_digest, write_corrupt_geotiff, write_geotiff
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -83,16 +83,8 @@ def test_twenty_files_are_staged_on_several_nodes_and_land_once(cluster, tmp_pat
 
 def test_a_bad_file_on_a_worker_leaves_the_archive_as_it_was(cluster, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import rasterio
-
     good = [write_geotiff(tmp_path / f"g{i}_vv.tif", speckle_image((200, 200), seed=i)) for i in range(3)]
-    bad = write_geotiff(tmp_path / "bad_vv.tif", speckle_image((1024, 1024), seed=9),
-                         compress="deflate")
-    with rasterio.open(bad) as ds:
-        offset = int(ds.get_tag_item("BLOCK_OFFSET_1_2", "TIFF", bidx=1))
-    raw = bytearray(bad.read_bytes())
-    raw[offset : offset + 64] = b"\xff" * 64
-    bad.write_bytes(bytes(raw))
+    bad = write_corrupt_geotiff(tmp_path / "bad_vv.tif", seed=9)
     arch = tmp_path / "a.zarr"
     ingest(good[:1], arch, IngestConfig())
     before = tree_digest(arch)
