@@ -248,3 +248,29 @@ def s3_settings() -> dict[str, Any]:
             f"AWS_ENDPOINT_URL ({endpoint}) is plain http: set AWS_ALLOW_HTTP=true to use it"
         )
     return {"endpoint_url": endpoint, "region": region, "allow_http": allow_http}
+
+
+def gdal_s3_options() -> dict[str, str]:
+    """GDAL configuration that points its /vsis3/ reader (``rasterio.open("s3://...")``) at the
+    same S3 endpoint as sarray's archive (``AWS_ENDPOINT_URL``, e.g. MinIO or moto)."""
+    from urllib.parse import urlparse
+
+    s3 = s3_settings()
+    if not s3["endpoint_url"]:
+        return {}
+    u = urlparse(s3["endpoint_url"])
+    return {"AWS_S3_ENDPOINT": u.netloc, "AWS_HTTPS": "NO" if u.scheme == "http" else "YES",
+            "AWS_VIRTUAL_HOSTING": "FALSE"}
+
+
+def s3_object_sha256(url: str) -> str:
+    """SHA-256 of an ``s3://bucket/key`` object, streamed."""
+    import hashlib
+
+    import obstore
+
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    h = hashlib.sha256()
+    for chunk in obstore.get(Location("s3", bucket, "").object_store(), key).stream():
+        h.update(bytes(chunk))
+    return h.hexdigest()

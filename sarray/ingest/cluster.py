@@ -9,8 +9,9 @@ returns the fork with the rows' statistics. The driver merges the forks into the
 session; the commits and the catalog rows follow exactly as for a local ingest, so a failure
 on any node leaves the archive as it was.
 
-Sources are read where the task runs: their paths must be visible from every node (a shared
-filesystem mounted at the same path).
+Sources are read where the task runs: local paths must be visible from every node (a shared
+filesystem mounted at the same path); ``s3://`` GeoTIFF/COG inputs are read from S3 with the
+driver's AWS settings, passed to the tasks.
 """
 
 from __future__ import annotations
@@ -55,8 +56,13 @@ def stage_on_ray(arch: Archive, sources: list[SceneSource], config: IngestConfig
                  log_to_driver=False, configure_logging=False)
         started = True
     try:
+        options: dict[str, Any] = {}
+        if any(f.startswith("s3://") for src in sources for f in src.source_files):
+            # s3:// inputs: the workers read them with the driver's S3 endpoint and credentials.
+            aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+            options["runtime_env"] = {"env_vars": aws}
         task = ray.remote(num_cpus=cpus_per_task, max_retries=2,
-                          scheduling_strategy="SPREAD")(_stage_wave)
+                          scheduling_strategy="SPREAD")(_stage_wave).options(**options)
         calls: dict[Any, tuple[int, int]] = {}  # ref -> (scene index, wave index)
         n_waves: list[int] = []
         for k, src in enumerate(sources):

@@ -7,6 +7,7 @@ that names it, whichever chunk hits the damage first.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from sarray.errors import IngestError
 from sarray.ingest.config import IngestConfig
 from sarray.ingest.source import (
     Georef,
+    S3Path,
+    input_path,
     SceneSource,
     default_scene_id,
     infer_sensor,
@@ -62,12 +65,13 @@ def _probe(path: Path) -> _FileInfo:
     import rasterio
     from rasterio.errors import RasterioIOError
 
-    if not path.exists():
+    remote = isinstance(path, S3Path)
+    if not remote and not path.exists():
         raise IngestError(f"{path}: no such file")
-    if path.is_dir():
+    if not remote and path.is_dir():
         raise IngestError(f"{path}: is a directory, not a raster (a Sentinel-1 product ends in .SAFE)")
     try:
-        with rasterio.open(path) as ds:
+        with _env(), rasterio.open(str(path)) as ds:
             identity = ds.transform.is_identity
             gcps, gcp_crs = ds.gcps
             crs_wkt = ds.crs.to_wkt() if ds.crs else None
@@ -84,10 +88,11 @@ def _probe(path: Path) -> _FileInfo:
                 descriptions=tuple(ds.descriptions),
             )
     except RasterioIOError as e:
-        raise IngestError(f"{path}: not a readable raster ({_short(e)})") from None
+        what = "no such object, or not a readable raster" if remote else "not a readable raster"
+        raise IngestError(f"{path}: {what} ({_short(e)})") from None
     try:
         # Read one pixel at each end: catches most truncated files before anything is written.
-        with rasterio.open(path) as ds:
+        with _env(), rasterio.open(str(path)) as ds:
             h, w = ds.height, ds.width
             for row, col in ((0, 0), (max(h - 1, 0), max(w - 1, 0))):
                 ds.read(1, window=rasterio.windows.Window(col, row, 1, 1))
@@ -101,6 +106,15 @@ def _probe(path: Path) -> _FileInfo:
     if len(set(info.dtypes)) > 1:
         raise IngestError(f"{path}: bands have mixed dtypes {info.dtypes}; split the file first")
     return info
+
+
+def _env() -> Any:
+    """GDAL's configuration for s3:// inputs (the archive's S3 endpoint); a no-op otherwise."""
+    import rasterio
+
+    from sarray.archive.location import gdal_s3_options
+
+    return rasterio.Env(**gdal_s3_options())
 
 
 def _short(e: BaseException) -> str:
@@ -145,7 +159,8 @@ class _WindowReader:
         if handles is None:
             handles = self._local.handles = {}
         if path not in handles:
-            handles[path] = rasterio.open(path)
+            with _env():
+                handles[path] = rasterio.open(path)
         return handles[path]
 
     def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
@@ -167,7 +182,8 @@ class _WindowReader:
                 j += 1
             indexes = [b.index for b in wanted[i:j]]
             try:
-                raw = self._handle(path).read(indexes, window=window)
+                with _env() if path.startswith("s3://") else contextlib.nullcontext():
+                    raw = self._handle(path).read(indexes, window=window)
             except Exception as e:  # rasterio raises several types on damaged files
                 raise IngestError(
                     f"{path}: read failed at rows {r0}:{r1}, cols {c0}:{c1} "
@@ -221,7 +237,7 @@ def _infer_units(infos: list[_FileInfo], config: IngestConfig) -> tuple[str, str
     else:
         # Negative backscatter only exists in dB: look at a decimated read of the first file.
         try:
-            with rasterio.open(infos[0].path) as ds:
+            with _env(), rasterio.open(str(infos[0].path)) as ds:
                 h, w = ds.height, ds.width
                 sample = ds.read(1, out_shape=(min(h, 256), min(w, 256))).astype(np.float64)
         except Exception as e:
@@ -249,7 +265,7 @@ def open_geotiffs(paths: list[Path], config: IngestConfig) -> list[SceneSource]:
     Raises:
         IngestError: naming the file and the problem.
     """
-    infos = [_probe(Path(p)) for p in paths]
+    infos = [_probe(p if isinstance(p, (Path, S3Path)) else input_path(p)) for p in paths]
     groups = [infos] if config.grouping == "stack" else [[i] for i in infos]
     return [_make_source(group, config) for group in groups]
 

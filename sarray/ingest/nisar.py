@@ -62,10 +62,17 @@ def split_subdataset(text: str) -> tuple[Path, str | None]:
     return Path(m.group("path")), "/" + m.group("var").lstrip("/")
 
 
+def is_hdf5_name(text: str) -> bool:
+    """An HDF5 file by its name alone (suffix or GDAL subdataset syntax)."""
+    return split_subdataset(text)[1] is not None or Path(text).suffix.lower() in HDF5_SUFFIXES
+
+
 def is_hdf5(path: str | Path) -> bool:
     """An HDF5 file (by its signature, else by its suffix), or a GDAL HDF5 subdataset name."""
     if split_subdataset(str(path))[1] is not None:
         return True
+    if str(path).startswith("s3://"):
+        return is_hdf5_name(str(path))
     p = Path(path)
     if p.is_file():
         try:

@@ -39,7 +39,13 @@ from sarray.archive.store import ATTR_RECORD, Archive
 from sarray.archive.write import combine_stats, stage_scene_graph
 from sarray.errors import ArchiveError, ConfigError, IngestError
 from sarray.ingest.config import IngestConfig
-from sarray.ingest.source import SceneSource, bbox_from_gcps, bbox_from_transform, sha256_files
+from sarray.ingest.source import (
+    SceneSource,
+    bbox_from_gcps,
+    bbox_from_transform,
+    input_path,
+    sha256_files,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,15 +79,19 @@ def is_safe(path: Path) -> bool:
 def open_sources(paths: list[str | Path], config: IngestConfig) -> list[SceneSource]:
     """Validate the inputs and describe the scenes they make. Touches no archive."""
     from sarray.ingest.geotiff import open_geotiffs
-    from sarray.ingest.nisar import is_hdf5
+    from sarray.ingest.nisar import is_hdf5, is_hdf5_name
 
     if not paths:
         raise ConfigError("`paths` is empty: give at least one file to ingest")
     for p in paths:
-        _refuse_zip(Path(p))
+        if str(p).startswith("s3://") and (is_safe(input_path(p)) or is_hdf5_name(str(p))):
+            raise IngestError(f"{p}: SAFE and NISAR products are read from a filesystem; copy it "
+                              "to local or shared storage first (GeoTIFF/COG inputs may be s3://)")
+        if not str(p).startswith("s3://"):
+            _refuse_zip(Path(p))
     safes = [Path(p) for p in paths if is_safe(Path(p))]
     nisars = [str(p) for p in paths if not is_safe(Path(p)) and is_hdf5(str(p))]
-    rasters = [Path(p) for p in paths if not is_safe(Path(p)) and not is_hdf5(str(p))]
+    rasters = [input_path(p) for p in paths if not is_safe(Path(p)) and not is_hdf5(str(p))]
     if config.grouping == "stack" and (safes or nisars):
         raise ConfigError("`grouping`=stack applies to GeoTIFFs; a SAFE or NISAR product stacks "
                           "its own polarisations")
@@ -217,7 +227,7 @@ def _ingest(paths: list[str | Path], archive: str | Path, config: IngestConfig,
     try:
         listed = catalog.lookup_many([s.scene_id for s in sources]) if catalog is not None else {}
         for src in sources:
-            files = [Path(f) for f in src.source_files]
+            files = [input_path(f) for f in src.source_files]
             hit = listed.get(src.scene_id)
             if hit is None:
                 # The same source under another id is found by the catalog's insert at commit
@@ -324,7 +334,7 @@ def _hash_inputs(files: list[Path]) -> list[Path]:
     """The files whose bytes define a source (every file inside a SAFE folder)."""
     out: list[Path] = []
     for f in files:
-        out += sorted(p for p in f.rglob("*") if p.is_file()) if f.is_dir() else [f]
+        out += sorted(p for p in f.rglob("*") if p.is_file()) if isinstance(f, Path) and f.is_dir() else [f]
     return out
 
 

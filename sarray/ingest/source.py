@@ -7,7 +7,7 @@ import hashlib
 import math
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -75,15 +75,38 @@ def default_scene_id(stem: str, *parts: str | None, window: Any = None) -> str:
     return sanitize_scene_id("_".join(bits))
 
 
+class S3Path(PurePosixPath):
+    """An ``s3://bucket/key`` input: names like a path (``.name``, ``.stem``), prints and opens
+    (rasterio) as its URL."""
+
+    def __str__(self) -> str:
+        return "s3://" + super().__str__().removeprefix("s3:/").lstrip("/")
+
+    def resolve(self) -> S3Path:
+        return self
+
+
+def input_path(text: str | Path) -> Path | S3Path:
+    """A local input path, or an :class:`S3Path` for ``s3://`` URLs."""
+    return S3Path(text) if str(text).startswith("s3://") else Path(text)
+
+
+def _digest(p: Path | S3Path) -> bytes:
+    if isinstance(p, S3Path):
+        from sarray.archive.location import s3_object_sha256
+
+        return bytes.fromhex(s3_object_sha256(str(p)))
+    with open(p, "rb") as f:
+        return hashlib.file_digest(f, "sha256").digest()
+
+
 def sha256_files(paths: list[Path]) -> str:
-    """SHA-256 of one file, or of the sorted (name, digest) list of several files."""
-    if len(paths) == 1 and paths[0].is_file():
-        with open(paths[0], "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+    """SHA-256 of one file (local or s3://), or of the sorted (name, digest) list of several."""
+    if len(paths) == 1 and (isinstance(paths[0], S3Path) or paths[0].is_file()):
+        return _digest(paths[0]).hex()
     outer = hashlib.sha256()
-    for p in sorted(paths):
-        with open(p, "rb") as f:
-            outer.update(p.name.encode() + b"\0" + hashlib.file_digest(f, "sha256").digest())
+    for p in sorted(paths, key=str):
+        outer.update(p.name.encode() + b"\0" + _digest(p))
     return outer.hexdigest()
 
 

@@ -95,3 +95,39 @@ def test_a_bad_file_on_a_worker_leaves_the_archive_as_it_was(cluster, tmp_path: 
         ingest([*good[1:], bad], arch, IngestConfig(units="linear", layout=ArchiveLayout(chunk_px=256)),
                on_ray=True)
     assert tree_digest(arch) == before
+
+
+def test_a_geotiff_on_s3_ingests_like_the_local_file(cluster, s3_server, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """s3:// inputs (what cluster nodes read when the files are not on a shared filesystem):
+    the same pixels and the same source checksum as the local file; a missing key is one line."""
+    import obstore
+
+    from sarray.archive.location import Location
+
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    bucket = s3_server.create_bucket("inputs").removeprefix("s3://")
+    tif = write_geotiff(tmp_path / "up_vv.tif", speckle_image((300, 200), seed=4))
+    obstore.put(Location("s3", bucket, "").object_store(), "scenes/up_vv.tif", tif.read_bytes())
+    url = f"s3://{bucket}/scenes/up_vv.tif"
+    (remote,) = ingest([url], tmp_path / "a.zarr", IngestConfig(layout=ArchiveLayout(chunk_px=128)))
+    (local,) = ingest([tif], tmp_path / "b.zarr", IngestConfig(layout=ArchiveLayout(chunk_px=128)))
+    assert remote.scene_id == local.scene_id == "up_vv" and remote.source_files == (url,)
+    a, b = Archive(tmp_path / "a.zarr"), Archive(tmp_path / "b.zarr")
+    assert a.record("up_vv").source_sha256 == b.record("up_vv").source_sha256
+    np.testing.assert_array_equal(a.open_scene("up_vv")["backscatter"].values,
+                                  b.open_scene("up_vv")["backscatter"].values)
+    from sarray.errors import IngestError
+
+    # Staged on the cluster's workers, which read the object from S3.
+    monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+    (on_ray,) = ingest([url], tmp_path / "c.zarr", IngestConfig(layout=ArchiveLayout(chunk_px=128)),
+                       on_ray=True)
+    assert on_ray.staged_on
+    np.testing.assert_array_equal(Archive(tmp_path / "c.zarr").open_scene("up_vv")["backscatter"].values,
+                                  b.open_scene("up_vv")["backscatter"].values)
+    with pytest.raises(IngestError, match=rf"s3://{bucket}/scenes/nope.tif: no such object"):
+        ingest([f"s3://{bucket}/scenes/nope.tif"], tmp_path / "d.zarr", IngestConfig())
+    with pytest.raises(IngestError, match="copy it to local or shared storage first"):
+        ingest([f"s3://{bucket}/x.SAFE"], tmp_path / "d.zarr", IngestConfig())
