@@ -139,11 +139,20 @@ class Dispatcher:
             for out_id, done in written.items():  # one merge call per output per round
                 self.merges[self.writer.merge_many.remote(out_id, [r for r, _ in done])] = (
                     out_id, sum(n for _, n in done))
-            if self.metrics is not None:
-                self.metrics.tick(queued=sum(len(k) for _, k in self.queue),
-                                  in_flight=sum(len(c.keys) for c in self.tile_calls.values()))
+            if self.metrics is not None and self.metrics.due():
+                self.metrics.tick(
+                    queued=self._tiles_by_output(self.queue),
+                    in_flight=self._tiles_by_output((c.out_id, c.keys) for c in self.tile_calls.values()))
         if self.metrics is not None:
-            self.metrics.tick(queued=0, in_flight=0, force=True)  # the job's last line
+            self.metrics.tick(queued={}, in_flight={}, force=True)  # zeros, and the last line
+
+    @staticmethod
+    def _tiles_by_output(calls: Any) -> dict[str, int]:
+        """Tiles per output of ``(out_id, keys)`` pairs."""
+        counts: dict[str, int] = collections.Counter()
+        for out_id, keys in calls:
+            counts[out_id] += len(keys)
+        return dict(counts)
 
     def _chunks_in_flight(self) -> int:
         return (self.assembler.ready_count + sum(n for _, n in self.assembling.values())

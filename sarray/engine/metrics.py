@@ -5,8 +5,9 @@ Exported through Ray's metrics agent (``ray.util.metrics``; scraped from each no
 ``ray_sarray_tiles_total``...), tagged by job and scene:
 
 - ``sarray_tiles_total`` (counter) and ``sarray_tiles_per_second`` (gauge, over the last
-  summary window): tiles back from the replicas;
-- ``sarray_tiles_queued`` / ``sarray_tiles_in_flight`` (gauges): waiting for a replica / on one;
+  summary window): tiles back from the replicas, per scene;
+- ``sarray_tiles_queued`` / ``sarray_tiles_in_flight`` (gauges): per scene, waiting for a
+  replica / on one;
 - ``sarray_replica_busy_share`` (gauge, tag ``replica``): the share of the job's time a
   replica spent in model calls;
 - ``sarray_chunk_write_seconds`` (histogram): the region write of each output chunk;
@@ -48,9 +49,9 @@ class JobMetrics:
         tags = ("job", "scene")
         self._tiles = Counter("sarray_tiles_total", "Tiles back from the replicas.", tag_keys=tags)
         self._rate = Gauge("sarray_tiles_per_second", "Tiles per second over the last window.",
-                           tag_keys=("job",))
-        self._queued = Gauge("sarray_tiles_queued", "Tiles waiting for a replica.", tag_keys=("job",))
-        self._flight = Gauge("sarray_tiles_in_flight", "Tiles on the replicas.", tag_keys=("job",))
+                           tag_keys=tags)
+        self._queued = Gauge("sarray_tiles_queued", "Tiles waiting for a replica.", tag_keys=tags)
+        self._flight = Gauge("sarray_tiles_in_flight", "Tiles on the replicas.", tag_keys=tags)
         self._busy = Gauge("sarray_replica_busy_share", "Share of the job's time in model calls.",
                            tag_keys=("job", "replica"))
         self._write = Histogram("sarray_chunk_write_seconds", "Region write of one output chunk.",
@@ -58,10 +59,12 @@ class JobMetrics:
         self._retries = Counter("sarray_retries_total", "Tile batches sent again.", tag_keys=tags)
         self.t0 = time.monotonic()
         self.tiles = 0
+        self.tiles_by_scene: dict[str, int] = {o: 0 for o in scenes}
         self.retries = 0
         self.busy_s = [0.0] * replicas
         self.write_s: list[float] = []
-        self._window = (self.t0, 0)  # (start, tiles at start) of the rate window
+        self._window = (self.t0, 0)  # (start, tiles at start) of the summary's rate window
+        self._scene_window = (self.t0, dict(self.tiles_by_scene))  # the same, per scene
         self._last_gauge = 0.0
         self._last_summary = self.t0
         self.queued = self.in_flight = 0
@@ -72,6 +75,7 @@ class JobMetrics:
 
     def tiles_back(self, out_id: str, n: int, replica: int, model_s: float) -> None:
         self.tiles += n
+        self.tiles_by_scene[out_id] = self.tiles_by_scene.get(out_id, 0) + n
         self._tiles.inc(n, tags=self._tags(out_id))
         if 0 <= replica < self.replicas:
             self.busy_s[replica] += max(model_s, 0.0)
@@ -87,21 +91,31 @@ class JobMetrics:
                 self.write_s.append(float(w))
                 self._write.observe(float(w), tags=self._tags(out_id))
 
-    def tick(self, *, queued: int, in_flight: int, force: bool = False) -> None:
-        """Refresh the gauges (at most every GAUGE_EVERY_S) and print a summary when due."""
+    def due(self) -> bool:
+        """Whether :meth:`tick` would refresh the gauges now (callers skip counting otherwise)."""
+        return time.monotonic() - self._last_gauge >= GAUGE_EVERY_S
+
+    def tick(self, *, queued: dict[str, int], in_flight: dict[str, int], force: bool = False) -> None:
+        """Refresh the gauges with each scene's tiles queued and in flight (at most every
+        GAUGE_EVERY_S), and print a summary line when due."""
         now = time.monotonic()
-        self.queued, self.in_flight = queued, in_flight
+        self.queued, self.in_flight = sum(queued.values()), sum(in_flight.values())
         if not force and now - self._last_gauge < GAUGE_EVERY_S:
             return
         self._last_gauge = now
         job = {"job": self.job_id}
-        self._queued.set(queued, tags=job)
-        self._flight.set(in_flight, tags=job)
+        start, before = self._scene_window
+        for out_id in self.scenes:
+            tags = self._tags(out_id)
+            self._queued.set(queued.get(out_id, 0), tags=tags)
+            self._flight.set(in_flight.get(out_id, 0), tags=tags)
+            if now - start > 0:
+                done = self.tiles_by_scene.get(out_id, 0) - before.get(out_id, 0)
+                self._rate.set(done / (now - start), tags=tags)
+        if now - start >= self.summary_every_s or now - start >= 60:
+            self._scene_window = (now, dict(self.tiles_by_scene))
         for i, share in enumerate(self.busy_shares(now)):
             self._busy.set(share, tags={**job, "replica": str(i)})
-        start, tiles0 = self._window
-        if now - start > 0:
-            self._rate.set((self.tiles - tiles0) / (now - start), tags=job)
         due = now - self._last_summary >= self.summary_every_s
         # The last line (force) only for jobs that printed lines already: short jobs stay quiet.
         if self.summary_every_s and (due or (force and self.lines)):
