@@ -32,7 +32,7 @@ from statistics import median
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, environment, write_results  # noqa: E402
+from common import RESULTS_DIR, environment, save_figure, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -276,10 +276,7 @@ def _plot(result: dict, out: Path) -> None:
     b.set_ylabel("peak RSS (MiB)")
     b.set_title(f"4x area / 1x: {result['rss_ratio_4x_over_1x']:.2f}")
     b.tick_params(axis="x", rotation=20)
-    env = result["environment"]
-    fig.suptitle(f"{env['cores']} cores, {env['ram_gib']} GiB, {env['device']}, commit {env['commit']}")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out, result["environment"])
 
 
 if __name__ == "__main__":

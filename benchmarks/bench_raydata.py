@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, environment, write_results  # noqa: E402
+from common import RESULTS_DIR, environment, save_figure, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample" / "Spain_7370579_S1Hand.tif"
@@ -356,10 +356,7 @@ def _plot(result: dict[str, Any], out: Path) -> None:
         ax.set_xlabel(label)
         ax.set_ylabel("Mpx/s (fixed-cost replica)")
         ax2.set_ylabel("peak tree PSS (MiB)", color="tab:red")
-    env = result["environment"]
-    fig.suptitle(f"{env['cores']} cores, {env['ram_gib']} GiB, {env['device']}, commit {env['commit']}")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out, result["environment"])
 
 
 if __name__ == "__main__":

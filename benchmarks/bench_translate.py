@@ -47,7 +47,7 @@ from statistics import median
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, environment, write_results  # noqa: E402
+from common import RESULTS_DIR, environment, save_figure, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample" / "Spain_7370579_S1Hand.tif"
@@ -436,10 +436,7 @@ def _plot(result: dict, out: Path) -> None:
     b.legend()
     b.set_title(f"tree ratio {result['tree_pss_ratio_large_over_small']:.2f}; driver "
                 f"{result['driver']['driver_cpu_s_per_mpx_median']:.4f} CPU s/Mpx")
-    env = result["environment"]
-    fig.suptitle(f"translate x4 tiny / x2 identity; {env['cores']} cores, {env['device']}, commit {env['commit']}")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out, result["environment"], prefix="translate x4 tiny / x2 identity; ")
 
 
 if __name__ == "__main__":

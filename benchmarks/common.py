@@ -53,3 +53,11 @@ def write_results(name: str, payload: dict[str, Any], out_dir: Path | None = Non
     path = out / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, default=str))
     return path
+
+
+def save_figure(fig: Any, out: Path, env: dict[str, Any], prefix: str = "") -> None:
+    """Title a benchmark figure with the machine it ran on, and write it."""
+    fig.suptitle(f"{prefix}{env['cores']} cores, {env['ram_gib']} GiB, {env['device']}, "
+                 f"commit {env['commit']}")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
