@@ -99,8 +99,8 @@ def stage_on_ray(arch: Archive, sources: list[SceneSource], config: IngestConfig
         except BaseException:
             for ref in pending:
                 ray.cancel(ref, force=True)
-            # Wait until no task can still write, before the caller removes the repositories.
-            ray.wait(pending, num_returns=len(pending), timeout=60)
+            if pending:  # no task may still write when the caller removes the repositories
+                ray.wait(pending, num_returns=len(pending), timeout=60)
             raise
         finally:
             if bar is not None:

@@ -22,10 +22,10 @@ from sarray.ingest.config import IngestConfig
 from sarray.ingest.source import (
     Georef,
     S3Path,
-    input_path,
     SceneSource,
     default_scene_id,
     infer_sensor,
+    input_path,
     parse_time_from_name,
     spacing_from_gcps,
     spacing_from_transform,
