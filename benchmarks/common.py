@@ -13,6 +13,15 @@ from typing import Any, Callable
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
+# The benchmarks start Ray clusters of their own. With token authentication (Ray's default)
+# and no token given, Ray would write ~/.ray/auth_token into the user's home: a token for this
+# run, in the environment (inherited by the benchmarks' child processes), keeps the home as it
+# was.
+if "RAY_AUTH_TOKEN" not in os.environ:
+    import secrets
+
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+
 
 def environment(device: str = "cpu") -> dict[str, Any]:
     """Cores, RAM, device, commit and versions: printed next to every figure."""
