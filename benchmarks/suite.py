@@ -90,11 +90,10 @@ def summary(stages: dict[str, Any]) -> dict[str, Any]:
         s["train_step_s"] = trn["step_s_median"]
     rep = stages.get("replica", {}).get("result")
     if rep:
-        s["replica"] = {k: v for k, v in rep.items() if k not in ("environment", "scenarios", "runs")} \
-            if isinstance(rep, dict) else None
+        s["replica"] = {k: v for k, v in rep.items() if k not in ("environment", "scenarios", "runs")}
     cat = stages.get("catalog", {}).get("result")
     if cat:
-        s["catalog"] = {k: v for k, v in cat.items() if k in ("commit_s", "query_bbox_s", "sizes", "results")}
+        s["catalog"] = {"results": cat["results"]}
     return s
 
 

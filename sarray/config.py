@@ -45,3 +45,10 @@ CELL_CACHE_MB = 64
 # ahead of their writes (a calibrated IW SLC swath peaked at 2.8 GB in one pass). A wave of
 # 32 Mpx keeps a 25k-pixel-wide swath to one block row and still gives both cores ~25 tasks.
 INGEST_WAVE_MPX = 32
+
+# Chunks in flight per replica (ready, in assembly, being merged): enough that a replica never
+# waits for the assembly of the previous scene's last rows (a scene boundary releases two rows of
+# chunks at once), few enough that the predictions waiting in the object store stay bounded
+# whatever the scene's size (about 24 x 18 / 4 predictions per replica). The projection sizes
+# the object store from it.
+CHUNKS_IN_FLIGHT_PER_REPLICA = 24

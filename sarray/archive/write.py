@@ -179,10 +179,11 @@ def wave_graph(band: Any, y0: int, store: Any, units: str, quantity: str) -> tup
     created by :func:`create_scene_group` in ``store``, and its per-chunk statistics (pol,
     block rows, block cols, field). Compute both in one ``dask.compute`` (one read)."""
     import dask.array as dsa
+    import xarray as xr
 
     y1 = y0 + band.shape[1]
-    pixels = build_dataset(band, tuple(f"B{i}" for i in range(band.shape[0])), _NoGeoref())
-    pixels = pixels[[VAR_BACKSCATTER]].drop_vars(list(pixels.coords))
+    # The pixels alone: the group's coordinates and attributes were written with its metadata.
+    pixels = xr.Dataset({VAR_BACKSCATTER: ((DIM_POL, DIM_Y, DIM_X), band)})
     write = pixels.to_zarr(store, mode="r+", zarr_format=3, consolidated=False, compute=False,
                            region={DIM_POL: slice(None), DIM_Y: slice(y0, y1), DIM_X: slice(None)})
     nyb, nxb = len(band.chunks[1]), len(band.chunks[2])
@@ -192,12 +193,6 @@ def wave_graph(band: Any, y0: int, store: Any, units: str, quantity: str) -> tup
         new_axis=[3], dtype=np.float64, meta=np.empty((0, 0, 0, 0), np.float64),
     )
     return write, stats
-
-
-class _NoGeoref:
-    crs_wkt = None
-    transform = None
-    gcps = None
 
 
 def stage_scene_graph(

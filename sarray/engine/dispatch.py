@@ -22,7 +22,8 @@ from typing import Any
 
 from sarray.config import MAX_TILE_ATTEMPTS
 from sarray.engine.plan import Assembler
-from sarray.errors import ReplicaError, SarrayError
+from sarray.errors import ReplicaError
+from sarray.raysession import get, ray_cause
 
 
 @dataclass
@@ -34,26 +35,6 @@ class TileCall:
     actor: int
     preds: list[Any]
     attempts: int = 0
-
-
-def ray_cause(e: BaseException) -> BaseException:
-    """The original exception inside (possibly nested) Ray task errors."""
-    while getattr(e, "cause", None) is not None and e.cause is not e:  # type: ignore[attr-defined]
-        e = e.cause  # type: ignore[attr-defined]
-    return e
-
-
-def get(refs: Any) -> Any:
-    """``ray.get``, with a SarrayError raised on a worker re-raised as itself (one line)."""
-    import ray
-
-    try:
-        return ray.get(refs)
-    except ray.exceptions.RayTaskError as e:
-        cause = ray_cause(e)
-        if isinstance(cause, SarrayError):
-            raise cause from None
-        raise
 
 
 def _last_line(e: BaseException) -> str:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sarray.config import CHUNKS_IN_FLIGHT_PER_REPLICA
 from sarray.errors import ConfigError
 
 # SDXL + ControlNet, 30 steps, one 1024^2 output tile on one A100-class GPU: 2.4-7.4 s (the
@@ -64,7 +65,7 @@ class Projection:
     efficiency: float = ENGINE_EFFICIENCY
     model_load_s: float = 120.0
     driver_cpu_s_per_mpx: float = DRIVER_CPU_S_PER_MPX
-    chunks_in_flight_per_replica: int = 24
+    chunks_in_flight_per_replica: int = CHUNKS_IN_FLIGHT_PER_REPLICA
     object_store_gb_per_node: float = OBJECT_STORE_GB_PER_NODE
     gpus_per_node: int = 1
 

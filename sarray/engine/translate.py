@@ -34,7 +34,7 @@ from sarray.archive.layout import (
     validate_scene_id,
 )
 from sarray.archive.store import Archive
-from sarray.config import PREFETCH_BATCHES_PER_REPLICA
+from sarray.config import CHUNKS_IN_FLIGHT_PER_REPLICA, PREFETCH_BATCHES_PER_REPLICA
 from sarray.engine.dispatch import Dispatcher, get
 from sarray.engine.plan import Assembler
 from sarray.engine.pool import (
@@ -239,8 +239,6 @@ def translate(
     Raises:
         SarrayError: bad arguments (before Ray starts), or a tile that keeps failing.
     """
-    import ray
-
     t_start = time.perf_counter()
     arch = Archive(archive).require()
     out_arch = Archive(out_archive) if out_archive is not None else arch
@@ -256,17 +254,10 @@ def translate(
         return _export(arch, out_arch, scene_ids, summaries, cog, quicklook, t_start)
 
     # 1. Ray: an existing cluster (RAY_ADDRESS) or a local one started for the job.
-    started_here = False
-    if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
-        ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
-        started_here = True
-    try:
+    from sarray.raysession import connected
+
+    with connected():
         summaries = _run_job(arch, out_arch, scene_ids, config, replica_cfg, progress)
-    finally:
-        if started_here:
-            ray.shutdown()
 
     return _export(arch, out_arch, scene_ids, summaries, cog, quicklook, t_start)
 
@@ -308,11 +299,6 @@ def _provenance(arch: Archive, config: TranslateConfig, replica_cfg: dict[str, A
     }
 
 
-# Chunks in flight per replica (ready, in assembly, being merged): enough that a replica never
-# waits for the assembly of the previous scene's last rows (a scene boundary releases two rows of
-# chunks at once), few enough that the predictions waiting in the object store stay bounded
-# whatever the scene's size (about 24 x 18 / 4 predictions per replica).
-CHUNKS_IN_FLIGHT_PER_REPLICA = 24
 # Chunks per assembly task: neighbours along a row share predictions, so a task of 4 chunks
 # moves 18 predictions instead of 36, and the driver makes a quarter of the calls.
 CHUNKS_PER_ASSEMBLY = 4

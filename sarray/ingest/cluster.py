@@ -45,70 +45,63 @@ def stage_on_ray(arch: Archive, sources: list[SceneSource], config: IngestConfig
     """Stage ``sources`` as Ray tasks; returns each scene's per-chunk statistics and the nodes
     that staged it. Each scene's writer is appended to ``writers`` as soon as it exists, so the
     caller can discard them all on failure."""
+    from sarray.raysession import connected
+
+    with connected():
+        return _stage(arch, sources, config, writers, progress, cpus_per_task)
+
+
+def _stage(arch: Archive, sources: list[SceneSource], config: IngestConfig, writers: list[Any],
+           progress: bool, cpus_per_task: float) -> tuple[list[Any], list[tuple[str, ...]]]:
     import ray
 
     from sarray.archive.write import create_scene_group, wave_rows
-    from sarray.errors import SarrayError
+    from sarray.raysession import get
 
-    started = False
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
-        started = True
+    options: dict[str, Any] = {}
+    if any(f.startswith("s3://") for src in sources for f in src.source_files):
+        # s3:// inputs: the workers read them with the driver's S3 endpoint and credentials.
+        aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+        options["runtime_env"] = {"env_vars": aws}
+    task = ray.remote(num_cpus=cpus_per_task, max_retries=2,
+                      scheduling_strategy="SPREAD")(_stage_wave).options(**options)
+    calls: dict[Any, tuple[int, int]] = {}  # ref -> (scene index, wave index)
+    n_waves: list[int] = []
+    for k, src in enumerate(sources):
+        writer = arch.begin_scene(src.scene_id)
+        writers.append(writer)
+        create_scene_group(src.data, src.pols, src.georef, writer.store, config.layout)
+        writer.commit(f"ingest {src.scene_id}: layout")  # forks need a clean session
+        clean = writer.repo.writable_session("main")
+        rows = wave_rows(*src.data.shape[1:], config.layout)
+        n_waves.append(len(rows))
+        for w, (y0, y1) in enumerate(rows):
+            ref = task.remote(clean.fork(), src.data[:, y0:y1], y0, src.units, src.quantity)
+            calls[ref] = (k, w)
+    parts: list[list[Any]] = [[None] * n for n in n_waves]
+    nodes: list[set[str]] = [set() for _ in sources]
+    bar = _bar(len(calls), progress)
+    pending = list(calls)
     try:
-        options: dict[str, Any] = {}
-        if any(f.startswith("s3://") for src in sources for f in src.source_files):
-            # s3:// inputs: the workers read them with the driver's S3 endpoint and credentials.
-            aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-            options["runtime_env"] = {"env_vars": aws}
-        task = ray.remote(num_cpus=cpus_per_task, max_retries=2,
-                          scheduling_strategy="SPREAD")(_stage_wave).options(**options)
-        calls: dict[Any, tuple[int, int]] = {}  # ref -> (scene index, wave index)
-        n_waves: list[int] = []
-        for k, src in enumerate(sources):
-            writer = arch.begin_scene(src.scene_id)
-            writers.append(writer)
-            create_scene_group(src.data, src.pols, src.georef, writer.store, config.layout)
-            writer.commit(f"ingest {src.scene_id}: layout")  # forks need a clean session
-            clean = writer.repo.writable_session("main")
-            rows = wave_rows(*src.data.shape[1:], config.layout)
-            n_waves.append(len(rows))
-            for w, (y0, y1) in enumerate(rows):
-                ref = task.remote(clean.fork(), src.data[:, y0:y1], y0, src.units, src.quantity)
-                calls[ref] = (k, w)
-        parts: list[list[Any]] = [[None] * n for n in n_waves]
-        nodes: list[set[str]] = [set() for _ in sources]
-        bar = _bar(len(calls), progress)
-        pending = list(calls)
-        try:
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                try:
-                    fork, stats, node = ray.get(done[0])
-                except ray.exceptions.RayTaskError as e:
-                    cause = getattr(e, "cause", None)
-                    if isinstance(cause, SarrayError):
-                        raise cause from None
-                    raise
-                k, w = calls[done[0]]
-                writers[k].session.merge(fork)
-                parts[k][w] = stats
-                nodes[k].add(node)
-                if bar is not None:
-                    bar.update(1)
-        except BaseException:
-            for ref in pending:
-                ray.cancel(ref, force=True)
-            if pending:  # no task may still write when the caller removes the repositories
-                ray.wait(pending, num_returns=len(pending), timeout=60)
-            raise
-        finally:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            fork, stats, node = get(done[0])  # a worker's SarrayError raised as itself
+            k, w = calls[done[0]]
+            writers[k].session.merge(fork)
+            parts[k][w] = stats
+            nodes[k].add(node)
             if bar is not None:
-                bar.close()
-        return ([np.concatenate(p, axis=1) for p in parts], [tuple(sorted(n)) for n in nodes])
+                bar.update(1)
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        if pending:  # no task may still write when the caller removes the repositories
+            ray.wait(pending, num_returns=len(pending), timeout=60)
+        raise
     finally:
-        if started:
-            ray.shutdown()
+        if bar is not None:
+            bar.close()
+    return ([np.concatenate(p, axis=1) for p in parts], [tuple(sorted(n)) for n in nodes])
 
 
 def _bar(total: int, enabled: bool) -> Any:

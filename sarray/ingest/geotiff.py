@@ -71,7 +71,7 @@ def _probe(path: Path) -> _FileInfo:
     if not remote and path.is_dir():
         raise IngestError(f"{path}: is a directory, not a raster (a Sentinel-1 product ends in .SAFE)")
     try:
-        with _env(), rasterio.open(str(path)) as ds:
+        with _env(path), rasterio.open(str(path)) as ds:
             identity = ds.transform.is_identity
             gcps, gcp_crs = ds.gcps
             crs_wkt = ds.crs.to_wkt() if ds.crs else None
@@ -92,7 +92,7 @@ def _probe(path: Path) -> _FileInfo:
         raise IngestError(f"{path}: {what} ({_short(e)})") from None
     try:
         # Read one pixel at each end: catches most truncated files before anything is written.
-        with _env(), rasterio.open(str(path)) as ds:
+        with _env(path), rasterio.open(str(path)) as ds:
             h, w = ds.height, ds.width
             for row, col in ((0, 0), (max(h - 1, 0), max(w - 1, 0))):
                 ds.read(1, window=rasterio.windows.Window(col, row, 1, 1))
@@ -108,8 +108,11 @@ def _probe(path: Path) -> _FileInfo:
     return info
 
 
-def _env() -> Any:
-    """GDAL's configuration for s3:// inputs (the archive's S3 endpoint); a no-op otherwise."""
+def _env(path: Any) -> Any:
+    """GDAL's configuration for an s3:// input (the archive's S3 endpoint); for a local file a
+    no-op, so that the S3 settings are never read (nor checked) for local inputs."""
+    if not str(path).startswith("s3://"):
+        return contextlib.nullcontext()
     import rasterio
 
     from sarray.archive.location import gdal_s3_options
@@ -159,7 +162,7 @@ class _WindowReader:
         if handles is None:
             handles = self._local.handles = {}
         if path not in handles:
-            with _env():
+            with _env(path):
                 handles[path] = rasterio.open(path)
         return handles[path]
 
@@ -182,7 +185,7 @@ class _WindowReader:
                 j += 1
             indexes = [b.index for b in wanted[i:j]]
             try:
-                with _env() if path.startswith("s3://") else contextlib.nullcontext():
+                with _env(path):
                     raw = self._handle(path).read(indexes, window=window)
             except Exception as e:  # rasterio raises several types on damaged files
                 raise IngestError(
@@ -237,7 +240,7 @@ def _infer_units(infos: list[_FileInfo], config: IngestConfig) -> tuple[str, str
     else:
         # Negative backscatter only exists in dB: look at a decimated read of the first file.
         try:
-            with _env(), rasterio.open(str(infos[0].path)) as ds:
+            with _env(infos[0].path), rasterio.open(str(infos[0].path)) as ds:
                 h, w = ds.height, ds.width
                 sample = ds.read(1, out_shape=(min(h, 256), min(w, 256))).astype(np.float64)
         except Exception as e:

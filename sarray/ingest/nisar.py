@@ -174,8 +174,8 @@ def open_nisar(path_text: str | Path, config: IngestConfig) -> SceneSource:
         if row0 + h > height or col0 + wd > width:
             raise IngestError(f"{path}: window rows {row0}:{row0 + h}, cols {col0}:{col0 + wd} "
                               f"exceeds the raster's {height} x {width}")
-        ident = f[product.rsplit("/", 1)[0] + "/identification"] if \
-            product.rsplit("/", 1)[0] + "/identification" in f else {}
+        ident_path = product.rsplit("/", 1)[0] + "/identification"
+        ident = f[ident_path] if ident_path in f else {}
         lut = _calibration_lut(f, product, kind, config.calibration, path)
         if kind == "swaths":
             times, ranges = _swath_axes(f, product, fg, path)

@@ -79,19 +79,27 @@ def is_safe(path: Path) -> bool:
 def open_sources(paths: list[str | Path], config: IngestConfig) -> list[SceneSource]:
     """Validate the inputs and describe the scenes they make. Touches no archive."""
     from sarray.ingest.geotiff import open_geotiffs
-    from sarray.ingest.nisar import is_hdf5, is_hdf5_name
+    from sarray.ingest.nisar import is_hdf5
 
     if not paths:
         raise ConfigError("`paths` is empty: give at least one file to ingest")
+    safes: list[Path] = []
+    nisars: list[str] = []
+    rasters: list[Path] = []
     for p in paths:
-        if str(p).startswith("s3://") and (is_safe(input_path(p)) or is_hdf5_name(str(p))):
-            raise IngestError(f"{p}: SAFE and NISAR products are read from a filesystem; copy it "
-                              "to local or shared storage first (GeoTIFF/COG inputs may be s3://)")
-        if not str(p).startswith("s3://"):
-            _refuse_zip(Path(p))
-    safes = [Path(p) for p in paths if is_safe(Path(p))]
-    nisars = [str(p) for p in paths if not is_safe(Path(p)) and is_hdf5(str(p))]
-    rasters = [input_path(p) for p in paths if not is_safe(Path(p)) and not is_hdf5(str(p))]
+        text, remote = str(p), str(p).startswith("s3://")
+        if not remote:
+            _refuse_zip(Path(text))
+        if is_safe(Path(text)) or is_hdf5(text):
+            if remote:
+                raise IngestError(f"{text}: SAFE and NISAR products are read from a filesystem; copy "
+                                  "it to local or shared storage first (GeoTIFF/COG inputs may be s3://)")
+            if is_safe(Path(text)):
+                safes.append(Path(text))
+            else:
+                nisars.append(text)
+        else:
+            rasters.append(input_path(text))
     if config.grouping == "stack" and (safes or nisars):
         raise ConfigError("`grouping`=stack applies to GeoTIFFs; a SAFE or NISAR product stacks "
                           "its own polarisations")

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "_train_conftest", Path(__file__).resolve().parents[1] / "train" / "conftest.py")
-_train = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_train)
+from sarray.testing.scenes import write_hr_archive
 
 
 @pytest.fixture(scope="session")
 def eval_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _train.make_archive(tmp_path_factory.mktemp("eval-archive"))
+    return write_hr_archive(tmp_path_factory.mktemp("eval-archive"))

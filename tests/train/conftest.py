@@ -24,10 +24,6 @@ def _deepspeed_on_cpu():
         yield
 
 
-def make_archive(root: Path) -> Path:
-    return write_hr_archive(root)
-
-
 @pytest.fixture(scope="session")
 def hr_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_archive(tmp_path_factory.mktemp("hr-archive"))
+    return write_hr_archive(tmp_path_factory.mktemp("hr-archive"))
