@@ -364,7 +364,7 @@ def translate(
     seed: int = typer.Option(0, help="Global seed of the per-tile noise."),
     consistency: str = typer.Option("multilook", help="multilook | off: keep the input's calibration."),
     output: str = typer.Option("speckled", "--output", help="speckled | reflectivity: the despeckled image the network generates."),
-    speckle: Optional[str] = typer.Option(None, "--speckle", help="Speckle statistics stored with the model (a sensor, or pooled; default: the model's)."),
+    speckle: Optional[str] = typer.Option(None, "--speckle", help="Speckle statistics stored with the model (a sensor, or pooled; default auto: the scene's sensor's set when stored, else the model's default)."),
     steps: Optional[int] = typer.Option(None, help="Sampler steps (default: the preset's)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     restart: bool = typer.Option(False, "--restart", help="Discard an unfinished output instead of resuming it."),

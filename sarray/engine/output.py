@@ -100,12 +100,23 @@ class OutputWriter:
         self.job = uuid.uuid4().hex
         self.outputs: dict[str, Any] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
-        self.speckle: dict[str, Any] | None = None
+        self._speckle: dict[str | None, dict[str, Any]] = {}
         if self.config.output == "speckled":
-            from sarray.stitch.speckle import load_speckle
+            self.speckle_for(None)  # an unknown or unreadable set fails the job before any scene
 
-            self.speckle = load_speckle(self.config.replica_config().get("weights"),
-                                        self.config.speckle).to_dict()
+    def speckle_for(self, sensor: str | None) -> dict[str, Any] | None:
+        """The speckle statistics (as a dict) a scene of ``sensor`` is synthesised with: the
+        job's ``speckle`` set, or unset, the sensor's own set when the model stores one, else
+        the model's default (:func:`sarray.stitch.speckle.speckle_name`); None: not speckled."""
+        if self.config.output != "speckled":
+            return None
+        from sarray.stitch.speckle import load_speckle, speckle_name
+
+        weights = self.config.replica_config().get("weights")
+        name = speckle_name(weights, self.config.speckle, sensor)
+        if name not in self._speckle:
+            self._speckle[name] = {"set": name, **load_speckle(weights, name).to_dict()}
+        return self._speckle[name]
 
     def prepare(self, sid: str) -> Prepared:
         """Create (or reopen, to resume) the output of ``sid`` and plan what is left."""
@@ -134,8 +145,10 @@ class OutputWriter:
         units, quantity = attrs["units"], attrs.get("quantity", "unknown")
         snapshot = src_ds.encoding["snapshot"]
         provenance = {**self.provenance_base, "source_scene": sid, "source_snapshot": snapshot}
-        if self.speckle is not None:
-            provenance["speckle"] = {k: v for k, v in self.speckle.items() if k != "log_table"}
+        speckle = self.speckle_for(rec.sensor)
+        if speckle is not None:
+            provenance["speckle"] = {k: v for k, v in speckle.items()
+                                     if k not in ("log_table", "level_tables")}
         georef = refine_georef(georef_of(src_ds), s)
         spacing = [v / s for v in rec.pixel_spacing_m] if rec.pixel_spacing_m else None
         out_attrs = {
@@ -157,7 +170,7 @@ class OutputWriter:
         info = SceneInfo(archive_url=self.arch.url, scene_id=sid, snapshot=snapshot, out_id=out_id,
                          plan=plan, shape_out=(h_in * s, w_in * s), spec=spec,
                          consistency=config.consistency, units=units, quantity=quantity,
-                         meta=replica_meta(attrs), output=config.output, speckle=self.speckle,
+                         meta=replica_meta(attrs), output=config.output, speckle=speckle,
                          seed=config.seed, job=self.job)
         return Prepared(scene_id=sid, out_id=out_id, chunks_total=grid[0] * grid[1], info=info)
 

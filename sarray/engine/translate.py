@@ -77,7 +77,9 @@ class TranslateConfig:
             stored with the model, :mod:`sarray.stitch.speckle`) or ``reflectivity`` (the
             despeckled image the network generates).
         speckle: which speckle statistics stored with the model to synthesise (a sensor, e.g.
-            ``Umbra-04``, or ``pooled``; ``sarray model speckle`` lists them); None: the model's
+            ``Umbra-04``, or ``pooled``; ``sarray model speckle`` lists them); None or ``auto``:
+            each scene's own sensor's set when the model stores one (the output is written in
+            the input product's units, so it keeps that product's recording), else the model's
             default.
         out_scene: output scene id; None gives ``<scene>_x<scale>``.
         on_unfinished: ``resume`` an unfinished output with the same settings, or ``restart`` it.

@@ -33,7 +33,7 @@ def _main(
     tile_px: int = typer.Option(128, "--tile-px", help="Target tile edge (without --config)."),
     no_consistency: bool = typer.Option(False, "--no-consistency", help="Skip the consistency step."),
     output: str = typer.Option("speckled", "--output", help="speckled | reflectivity (as sarray translate)."),
-    speckle: str = typer.Option("auto", "--speckle", help="Speckle statistics set; auto: the held-out scene's sensor."),
+    speckle: str = typer.Option("auto", "--speckle", help="Speckle statistics set; auto: the held-out scene's sensor's set when stored, else the model's default (as sarray translate)."),
     seed: int = typer.Option(0, "--seed", help="Seed."),
 ) -> None:
     """Degrade held-out tiles, translate them, compare with the truth and the baselines.

@@ -175,13 +175,20 @@ def speckle_statistics(intensity: np.ndarray, mask: np.ndarray, window: int) -> 
             float(np.mean(cv)) if cv.size else float("nan"))
 
 
+# How far off a block of zeros over a lit input pixel counts in :func:`consistency_rms_db`.
+ZERO_BLOCK_DB = 30.0
+
+
 def consistency_rms_db(output_intensity: np.ndarray, input_intensity: np.ndarray, scale: int) -> float:
-    """RMS (dB) of ``multilook(output) - input`` over pixels where both are positive and finite."""
+    """RMS (dB) of ``multilook(output) - input`` over input pixels that are positive and
+    finite. An output block that multilooks to 0 under a positive input counts as
+    :data:`ZERO_BLOCK_DB` off (an output that zeroes a lit block is not consistent)."""
     looked = multilook_intensity(np.asarray(output_intensity, dtype=np.float64), scale)
     src = np.asarray(input_intensity, dtype=np.float64)
-    ok = np.isfinite(looked) & np.isfinite(src) & (looked > 0) & (src > 0)
+    ok = np.isfinite(looked) & np.isfinite(src) & (src > 0)
     if not ok.any():
         return float("nan")
+    looked = np.maximum(looked, src * 10 ** (-ZERO_BLOCK_DB / 10))
     d = 10.0 * np.log10(looked[ok]) - 10.0 * np.log10(src[ok])
     return float(np.sqrt(np.mean(d * d)))
 
@@ -241,9 +248,16 @@ def periodic_peaks_db(image_db: np.ndarray, periods: tuple[int, ...] = PEAK_PERI
 FLOOR_BELOW_MEDIAN_DB = 40.0
 
 
-def floor_share(intensity: np.ndarray, below_median_db: float = FLOOR_BELOW_MEDIAN_DB) -> float:
+def floor_share(intensity: np.ndarray, below_median_db: float = FLOOR_BELOW_MEDIAN_DB, *,
+                zero_is_recorded: bool = False) -> float:
     """Share of pixels at zero or more than ``below_median_db`` under the median: floor-clamped
-    output (the tiny decoder's dot grid sat at -78 dB)."""
+    output (the tiny decoder's dot grid sat at -78 dB).
+
+    ``zero_is_recorded``: the image is an integer DN product whose recording has a floor of
+    exactly 0 (an 8-bit product clipped at 0 DN): a pixel written as exactly 0 is that floor, as
+    the product records it (the zeros column counts those), and only pixels clamped *above* it,
+    more than ``below_median_db`` under the median, are floor-clamped.
+    """
     i = np.asarray(intensity, dtype=np.float64)
     i = i[np.isfinite(i)]
     if not i.size:
@@ -251,7 +265,10 @@ def floor_share(intensity: np.ndarray, below_median_db: float = FLOOR_BELOW_MEDI
     with np.errstate(divide="ignore"):
         db = 10 * np.log10(np.maximum(i, 0))
     med = np.median(db[np.isfinite(db)]) if np.isfinite(db).any() else 0.0
-    return float(np.mean(db <= med - below_median_db))
+    clamped = db <= med - below_median_db
+    if zero_is_recorded:
+        clamped &= i > 0
+    return float(np.mean(clamped))
 
 
 def lag1_autocorrelation(intensity: np.ndarray) -> float:

@@ -103,9 +103,11 @@ class EvaluateConfig:
 
 
 def tile_metrics(pred_i: np.ndarray, truth_i: np.ndarray, input_i: np.ndarray, *, scale: int,
-                 floor: float, mask: np.ndarray, written: np.ndarray | None = None) -> dict[str, float]:
+                 floor: float, mask: np.ndarray, written: np.ndarray | None = None,
+                 zero_is_recorded: bool = False) -> dict[str, float]:
     """Every measure of one method on one single-plane tile (intensities); ``written`` is the
-    method's output before it was rounded to the truth's DN (None: not rounded)."""
+    method's output before it was rounded to the truth's DN (None: not rounded);
+    ``zero_is_recorded``: the truth is an integer DN product with a floor of 0 DN."""
     pd, td = m.to_db_floored(pred_i, floor), m.to_db_floored(truth_i, floor)
     return {
         "psnr_db": m.psnr(pd, td),
@@ -116,18 +118,21 @@ def tile_metrics(pred_i: np.ndarray, truth_i: np.ndarray, input_i: np.ndarray, *
         # clipping part of its scene to 0 DN; equal to the above where neither has zeros).
         "histogram_w1_above_floor_db": m.histogram_distance(np.where(pred_i > 0, pd, np.nan),
                                                             np.where(truth_i > 0, td, np.nan)),
-        **image_statistics(pred_i, input_i, scale=scale, floor=floor, mask=mask, written=written),
+        **image_statistics(pred_i, input_i, scale=scale, floor=floor, mask=mask, written=written,
+                           zero_is_recorded=zero_is_recorded),
     }
 
 
 def image_statistics(img_i: np.ndarray, input_i: np.ndarray, *, scale: int, floor: float,
-                     mask: np.ndarray, written: np.ndarray | None = None) -> dict[str, float]:
+                     mask: np.ndarray, written: np.ndarray | None = None,
+                     zero_is_recorded: bool = False) -> dict[str, float]:
     """The measures of one image on its own (no truth needed): the truth's are the reference.
 
     ``floor_share`` is measured on the image as its generator wrote it (``written``, before any
-    rounding to whole DN): a floor the generator clamps to. ``zero_share`` is the share of
-    zeros in the image as measured, which for an 8-bit product includes whatever it records as
-    0 DN (23% of the held-out Umbra truth).
+    rounding to whole DN): a floor the generator clamps to. On an integer DN product
+    (``zero_is_recorded``) a pixel written as exactly 0 is the product's own floor, not a clamp:
+    ``zero_share``, the share of zeros in the image as measured, counts those, to be read against
+    the truth's (23% of the held-out Umbra truth is 0 DN).
     """
     enl, cv = m.speckle_statistics(img_i, mask, HOMOGENEOUS_WINDOW_COARSE_PX * scale)
     return {
@@ -136,7 +141,8 @@ def image_statistics(img_i: np.ndarray, input_i: np.ndarray, *, scale: int, floo
         "consistency_rms_db": m.consistency_rms_db(img_i, input_i, scale),
         "block_edge_ratio": m.block_edge_ratio(img_i, scale),
         **m.periodic_peaks_db(m.to_db_floored(img_i, floor)),
-        "floor_share": m.floor_share(img_i if written is None else written),
+        "floor_share": m.floor_share(img_i if written is None else written,
+                                     zero_is_recorded=zero_is_recorded),
         "zero_share": float(np.mean(img_i[np.isfinite(img_i)] == 0)),
         "lag1": m.lag1_autocorrelation(img_i),
     }
@@ -151,7 +157,7 @@ def evaluate(config: EvaluateConfig, *, progress: bool = False) -> dict[str, Any
     """
     from sarray.models.replica import Replica, ReplicaConfig
     from sarray.models.resolve import resolve_model
-    from sarray.stitch.speckle import load_speckle, speckle_sets, synthesise
+    from sarray.stitch.speckle import load_speckle, speckle_name, synthesise
     from sarray.train.pairs import PairSampler
 
     scale = config.data.degradation.scale
@@ -165,14 +171,14 @@ def evaluate(config: EvaluateConfig, *, progress: bool = False) -> dict[str, Any
     resolved = resolve_model(config.model)
     replica = Replica(ReplicaConfig(**resolved, scale=scale, seed=config.seed,
                                     num_inference_steps=config.num_inference_steps))
-    sets, _ = speckle_sets(resolved.get("weights"))
     loaded: dict[str | None, Any] = {}
 
     def speckle_for(sensor: str | None) -> Any:
-        """The statistics a tile of ``sensor`` is speckled with (read once per set)."""
+        """The statistics a tile of ``sensor`` is speckled with (read once per set), chosen as
+        ``sarray translate`` chooses them."""
         if config.output != "speckled":
             return None
-        name = (sensor if sensor in sets else None) if config.speckle == "auto" else config.speckle
+        name = speckle_name(resolved.get("weights"), config.speckle, sensor)
         if name not in loaded:
             loaded[name] = load_speckle(resolved.get("weights"), name)
         return loaded[name]
@@ -221,9 +227,10 @@ def evaluate(config: EvaluateConfig, *, progress: bool = False) -> dict[str, Any
                                    "window": list(pair["window"])}
             for name, pred in preds.items():
                 row[name] = tile_metrics(pred, truth_i[p], input_i[p], scale=scale, floor=floor, mask=mask,
-                                         written=written[name])
+                                         written=written[name], zero_is_recorded=quantised)
                 spectra[name].append(m.radial_power_spectrum(m.to_db_floored(pred, floor)))
-            row["truth"] = image_statistics(truth_i[p], input_i[p], scale=scale, floor=floor, mask=mask)
+            row["truth"] = image_statistics(truth_i[p], input_i[p], scale=scale, floor=floor, mask=mask,
+                                            zero_is_recorded=quantised)
             spectra["truth"].append(m.radial_power_spectrum(m.to_db_floored(truth_i[p], floor)))
             rows.append(row)
             if len(examples) < 3:

@@ -69,3 +69,24 @@ def test_replica_config_carries_the_run_settings() -> None:
     assert (rc["preset"], rc["weights"], rc["scale"], rc["seed"], rc["micro_batch"],
             rc["num_inference_steps"]) == ("tiny", None, 8, 7, 4, 3)
     assert cfg.tile_spec().pad_multiple == 2  # tiny's 16-pixel multiple at scale 8
+
+
+def test_each_scene_is_speckled_with_its_own_sensors_statistics(tmp_path: Path, arch: Path) -> None:
+    """Unset (``auto``), a scene of a sensor the model stores statistics for gets that set (an
+    Umbra scene keeps the Umbra product's recording, measured per level); any other sensor the
+    model's default; a named set wins. Chosen per scene, before any tile runs."""
+    from sarray.engine.output import OutputWriter
+
+    def writer(**kw: object) -> OutputWriter:
+        cfg = TranslateConfig(model="tiny", scale=4, **kw)
+        return OutputWriter(str(arch), str(tmp_path / "out.zarr"), cfg.to_dict(), {})
+
+    auto = writer()
+    umbra = auto.speckle_for("Umbra-04")
+    assert umbra["set"] == "Umbra-04" and len(umbra["levels"]) >= 2
+    assert auto.speckle_for("Sentinel-1A")["set"] is None
+    assert auto.speckle_for(None)["levels"] == []  # the pooled default: one table
+    assert writer(speckle="pooled").speckle_for("Umbra-04")["set"] == "pooled"
+    assert writer(output="reflectivity").speckle_for("Umbra-04") is None
+    with pytest.raises(ConfigError, match="'ERS'\\) is not stored with the model"):
+        writer(speckle="ERS")

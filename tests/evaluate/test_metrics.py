@@ -135,12 +135,29 @@ def test_periodic_peaks_find_a_dot_grid() -> None:
     assert peaks["peak_4px_db"] > 10 and peaks["peak_4px_db"] > clean["peak_4px_db"] + 10
 
 
+def test_consistency_counts_a_zeroed_block_under_a_lit_input() -> None:
+    rng = np.random.default_rng(6)
+    fine = rng.exponential(1.0, (64, 64))
+    coarse = multilook_intensity(fine, 4)
+    assert m.consistency_rms_db(fine, coarse, 4) < 1e-9
+    fine[:4, :4] = 0.0  # one of 256 blocks written as zeros over a positive input pixel
+    rms = m.consistency_rms_db(fine, coarse, 4)
+    assert rms == pytest.approx(np.sqrt(m.ZERO_BLOCK_DB**2 / 256), rel=1e-6)
+    coarse[0, 0] = 0.0  # an input that records 0 there: nothing to reproduce
+    assert m.consistency_rms_db(fine, coarse, 4) < 1e-9
+
+
 def test_floor_share_and_lag1() -> None:
     rng = np.random.default_rng(5)
     img = rng.exponential(1.0, (100, 100))
     assert m.floor_share(img) < 0.001
     img[:, :3] = 1e-8  # 3% clamped at -80 dB
     assert abs(m.floor_share(img) - 0.03) < 0.001
+    # On an integer DN product exact zeros are the product's recorded floor, not a clamp; a
+    # clamp above it still counts.
+    img[:, 3:8] = 0.0
+    assert abs(m.floor_share(img) - 0.08) < 0.001
+    assert abs(m.floor_share(img, zero_is_recorded=True) - 0.03) < 0.001
     white = rng.exponential(1.0, (200, 200))
     assert abs(m.lag1_autocorrelation(white)) < 0.03
     from scipy.ndimage import uniform_filter

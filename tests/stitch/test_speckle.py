@@ -146,3 +146,119 @@ def test_integer_products_are_measured_where_the_quantiser_does_not_clip() -> No
     # Ignoring the quantiser lets the zeros drop out of the table: its lower tail is cut short.
     naive = estimate_speckle([dn], source="8-bit, no quantum")
     assert (naive.log_table[p10] - est_q.log_table[p10]) * db > 0.5
+
+
+def _db_scaled_product(seed: int, shape=(512, 512), dn_per_db: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
+    """An 8-bit product recorded as the Umbra GEC is: DN = 6 x dB of single-look intensity
+    (offset so that dark areas clip at 0 DN), rounded; returns its intensity (DN^2) and the
+    reflectivity the model would be trained on (local mean of DN^2 over 5 px)."""
+    from scipy.ndimage import gaussian_filter
+
+    from sarray.stitch.speckle import _ratio
+
+    rng = np.random.default_rng(seed)
+    field = gaussian_filter(rng.normal(0, 1, shape), 16)
+    refl_db = field / field.std() * 6.0  # dark (clipped) to bright areas
+    phys_db = refl_db + 10 * np.log10(rng.exponential(1.0, shape))
+    dn = np.clip(np.round(dn_per_db * (phys_db + 8.0)), 0, 255)
+    intensity = dn**2
+    return intensity, np.maximum(np.nan_to_num(_ratio(intensity)[2]), 0.0)
+
+
+def test_a_db_scaled_8bit_product_is_measured_per_level_and_reproduced() -> None:
+    """A product whose DN are dB (additive speckle, a clipping floor) is not a reflectivity
+    times one multiplier: its statistics are measured per level, and sampled at the level of
+    the reflectivity they reproduce its zeros (by level) and its histogram, which one table
+    cannot."""
+    from sarray.stitch.speckle import _ratio
+
+    train, _ = _db_scaled_product(1)
+    est = estimate_speckle([train], source="dB-scaled 8-bit", quanta=[1.0], by_level=True)
+    one = estimate_speckle([train], source="dB-scaled 8-bit", quanta=[1.0])
+    assert len(est.levels) >= 8 and not one.levels
+    assert est.zero_shares[0] > 0.3 and est.zero_shares[-1] < 0.05
+    assert np.all(np.diff(est.zero_shares) <= 0.02)  # fewer zeros the brighter
+    # A held-out image of the same product, synthesised from its own reflectivity.
+    truth, refl = _db_scaled_product(2)
+    amp = np.sqrt(refl)[None].astype(np.float32)
+    kw = dict(seed=0, scene="h", units="dn", quantity="amplitude")
+    by_level = apply_speckle(amp, (0, 512, 0, 512), est, **kw)[0].astype(np.float64) ** 2
+    single = apply_speckle(amp, (0, 512, 0, 512), one, **kw)[0].astype(np.float64) ** 2
+    assert abs((by_level == 0).mean() - (truth == 0).mean()) < 0.03
+    assert (single == 0).mean() < 0.01 < 0.15 < (truth == 0).mean()
+    # Zeros by level follow the truth's: dark areas a third or more, bright ones a few percent.
+    dark, bright = refl < np.quantile(refl, 0.2), refl > np.quantile(refl, 0.8)
+    for area in (dark, bright):
+        assert abs((by_level[area] == 0).mean() - (truth[area] == 0).mean()) < 0.05
+    # The histogram of DN: per level within a few DN of the truth, one table much further.
+    q = np.linspace(0.01, 0.99, 99)
+
+    def w1(a: np.ndarray) -> float:
+        return float(np.mean(np.abs(np.quantile(np.sqrt(a), q) - np.quantile(np.sqrt(truth), q))))
+
+    assert w1(by_level) < 0.5 * w1(single)
+    # Still unit mean at every level: the local mean of the output follows the reflectivity.
+    n_out = _ratio(by_level)[0]
+    assert abs(np.nanmean(by_level) / np.nanmean(refl) - 1) < 0.05 and np.isfinite(n_out).mean() > 0.9
+
+
+def test_a_linear_8bit_product_keeps_one_table() -> None:
+    """Rounded single-look amplitude (a recording linear in amplitude): the per-level
+    statistics agree, so one table is kept."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(5)
+    field = gaussian_filter(rng.normal(0, 1, (512, 512)), 16)
+    refl = np.exp(field / field.std()) * 400.0  # tens of DN: the quantiser clips almost nothing
+    dn = np.round(np.sqrt(refl * rng.exponential(1.0, refl.shape))) ** 2
+    est = estimate_speckle([dn], source="linear 8-bit", quanta=[1.0], by_level=True)
+    assert not est.levels
+
+
+def test_recorded_zeros_are_exact_and_the_consistency_step_still_holds() -> None:
+    """Pixels a per-level model records as 0 are written as exactly 0 DN, and the output still
+    multilooks onto its input within 0.1 dB."""
+    from sarray.archive.radiometry import multilook_intensity
+    from sarray.stitch.speckle import synthesise
+
+    train, _ = _db_scaled_product(3)
+    est = estimate_speckle([train], source="dB-scaled 8-bit", quanta=[1.0], by_level=True)
+    truth, refl = _db_scaled_product(4, shape=(256, 256))
+    source = np.sqrt(multilook_intensity(truth[None], 4)).astype(np.float32)
+    out = synthesise(np.sqrt(refl)[None].astype(np.float32), (0, 256, 0, 256), scale=4, units="dn",
+                     quantity="amplitude", speckle=est, seed=0, scene="c", source=source)
+    zeros = (out == 0).mean()
+    assert 0.05 < zeros < 0.5
+    looked = multilook_intensity(out.astype(np.float64) ** 2, 4)
+    ok = source > 0
+    rms = np.sqrt(np.mean((10 * np.log10(looked[ok] / source[ok].astype(np.float64) ** 2)) ** 2))
+    assert rms < 0.1
+
+
+def test_per_level_statistics_round_trip_and_are_checked() -> None:
+    train, _ = _db_scaled_product(6, shape=(256, 256))
+    est = estimate_speckle([train], source="x", quanta=[1.0], by_level=True)
+    again = SpeckleModel.from_dict(json.loads(json.dumps(est.to_dict())))
+    assert again.levels == pytest.approx(est.levels, abs=1e-6)
+    np.testing.assert_allclose(np.array(again.level_tables), np.array(est.level_tables), atol=1e-4)
+    assert "levels" in again.summary()
+    with pytest.raises(ConfigError, match="one entry per level"):
+        SpeckleModel(**{**est.__dict__, "zero_shares": est.zero_shares[:-1]})
+    with pytest.raises(ConfigError, match="must ascend"):
+        SpeckleModel(**{**est.__dict__, "levels": tuple(reversed(est.levels))})
+
+
+def test_auto_takes_the_scenes_own_sensor_set(tmp_path: Path) -> None:
+    from sarray.stitch.speckle import speckle_name
+
+    m = single_look()
+    other = SpeckleModel(**{**m.__dict__, "looks": 3.0, "source": "umbra"})
+    doc = {"default": "pooled", "sets": {"pooled": m.to_dict(), "Umbra-04": other.to_dict()}}
+    (tmp_path / SPECKLE_FILE).write_text(json.dumps(doc))
+    assert speckle_name(tmp_path, None, "Umbra-04") == "Umbra-04"
+    assert speckle_name(tmp_path, "auto", "Umbra-04") == "Umbra-04"
+    assert speckle_name(tmp_path, None, "Sentinel-1A") is None
+    assert speckle_name(tmp_path, "pooled", "Umbra-04") == "pooled"
+    assert load_speckle(tmp_path, sensor="Umbra-04").looks == 3.0
+    assert load_speckle(tmp_path, "auto", sensor="ERS").looks == m.looks
+    assert load_speckle(None, "auto") == single_look()
