@@ -100,14 +100,23 @@ def _spread_operator(n: int, scale: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=64)
 def _solver(n: int, scale: int):
-    """A solve of the spread operator along one axis (LU, factorised once per size)."""
-    from scipy.linalg import lu_factor, lu_solve
+    """A solve of the spread operator along one axis: the operator is tridiagonal (a block's
+    pixels reach only its two neighbours' centres), so a banded solve, O(n) per column, where a
+    dense LU was O(n^2)."""
+    from scipy.linalg import solve_banded
 
-    lu = lu_factor(_spread_operator(n, scale))
+    m = _spread_operator(n, scale)
+    if n > 1 and np.abs(np.triu(m, 2)).max(initial=0.0) + np.abs(np.tril(m, -2)).max(initial=0.0) > 0:
+        raise AssertionError("the spread operator is not tridiagonal")  # pragma: no cover
+    ab = np.zeros((3, n))
+    ab[0, 1:] = np.diagonal(m, 1)
+    ab[1] = np.diagonal(m)
+    ab[2, :-1] = np.diagonal(m, -1)
+    ab.setflags(write=False)
 
     def solve(r: np.ndarray, axis: int) -> np.ndarray:
         b = np.moveaxis(r, axis, 0)
-        x = lu_solve(lu, b.reshape(n, -1)).reshape(b.shape)
+        x = solve_banded((1, 1), ab, b.reshape(n, -1), check_finite=False).reshape(b.shape)
         return np.moveaxis(x, 0, axis)
 
     return solve
@@ -119,8 +128,16 @@ def multilook_log(lg: np.ndarray, scale: int, offset: float | None = None) -> np
     if offset is None:
         finite = lg[np.isfinite(lg)]
         offset = float(finite.max()) if finite.size else 0.0
+    return _multilook_log_into(lg, scale, offset, np.empty_like(lg))
+
+
+def _multilook_log_into(lg: np.ndarray, scale: int, offset: float, scratch: np.ndarray) -> np.ndarray:
+    """:func:`multilook_log` with ``scratch`` (like ``lg``) for the fine intensities: the same
+    operations in the same order, so the same bits, without a new full-size array per call."""
+    np.subtract(lg, np.float32(offset), out=scratch)
+    np.exp(scratch, out=scratch)
     with np.errstate(divide="ignore"):
-        return np.log(multilook_intensity(np.exp(lg - np.float32(offset)), scale)) + np.float32(offset)
+        return np.log(multilook_intensity(scratch, scale)) + np.float32(offset)
 
 
 def correct_log(lg: np.ndarray, target: np.ndarray, *, scale: int,
@@ -138,13 +155,19 @@ def correct_log(lg: np.ndarray, target: np.ndarray, *, scale: int,
     sy = _solver(target.shape[-2], scale)
     sx = _solver(target.shape[-1], scale)
     g = np.zeros(target.shape, np.float32)
+    out = lg_filled  # lg_filled + spread(g) for the g of the last `looked`
+    scratch = np.empty(lg_filled.shape, np.float32)
     for _ in range(max_iterations):
         r = np.where(ok, target - looked, np.float32(0.0))
         if not ok.any() or np.sqrt(np.mean(r[ok] ** 2)) * _DB <= tolerance_db:
             break
         g += sx(sy(r, -2), -1).astype(np.float32)
-        looked = multilook_log(lg_filled + spread(g, scale), scale, offset + float(g.max()))
-    out = lg_filled + spread(g, scale)
+        out = spread(g, scale)
+        out = out.copy() if out is g else out
+        out += lg_filled
+        looked = _multilook_log_into(out, scale, offset + float(g.max()), scratch)
+    if out is lg_filled:  # nothing to correct: a new array all the same
+        out = lg_filled.copy()
     return out if all_ok else np.where(fine_ok, out, lg)
 
 
