@@ -322,16 +322,20 @@ def _level_lookup(model: SpeckleModel, z: np.ndarray, log_level: np.ndarray) -> 
     return out.astype(np.float32)
 
 
-def _keep_one_per_lit_block(zero: np.ndarray, lg: np.ndarray, source: np.ndarray,
+def _keep_one_per_lit_block(zero: np.ndarray, lg: np.ndarray, source_lg: np.ndarray,
                             scale: int) -> np.ndarray:
-    """``zero`` without blocks that are all zeros under an input pixel above 0: the output must
+    """``zero`` without blocks that are all zeros under an input pixel with intensity
+    (``source_lg``: its ln intensity, the log floor where it records 0): the output must
     multilook onto that input, so the pixel of the brightest reflectivity in such a block is
     kept (the consistency step then gives it the block's intensity, as a clipped product
     records a lone scatterer among zeros). Deterministic in the pixels, so seamless."""
+    from sarray.archive.radiometry import LOG_FLOOR
+
     p, hh, ww = zero.shape
-    h, w = min(hh // scale, source.shape[-2]), min(ww // scale, source.shape[-1])
+    h, w = min(hh // scale, source_lg.shape[-2]), min(ww // scale, source_lg.shape[-1])
     blocks = zero[:, : h * scale, : w * scale].reshape(p, h, scale, w, scale)
-    lit = blocks.all(axis=(2, 4)) & (np.nan_to_num(source[:, :h, :w]) > 0)
+    with np.errstate(invalid="ignore"):
+        lit = blocks.all(axis=(2, 4)) & (source_lg[:, :h, :w] > LOG_FLOOR)
     if not lit.any():
         return zero
     zero = zero.copy()
@@ -362,9 +366,10 @@ def synthesise(reflectivity: np.ndarray, region: tuple[int, int, int, int], *, s
                           log_level=lg if speckle.levels else None)
     # Pixels the product records as 0 (per-level statistics only): the consistency step sees
     # them as the log floor, and they are written as exactly 0 (the product's floor).
-    zero = np.isneginf(ln_n) if speckle.levels else None
+    zero = np.isneginf(ln_n) & np.isfinite(lg) if speckle.levels else None
     if zero is not None and source is not None and scale > 1:
-        zero = _keep_one_per_lit_block(zero, lg, source, scale)
+        zero = _keep_one_per_lit_block(zero, lg, to_log_intensity(source, units=units, quantity=quantity),
+                                       scale)
     lg = lg + np.where(np.isneginf(ln_n), np.float32(0.0), ln_n)
     if zero is not None:
         lg = np.where(zero, LOG_FLOOR, lg)

@@ -225,12 +225,15 @@ def test_recorded_zeros_are_exact_and_the_consistency_step_still_holds() -> None
     est = estimate_speckle([train], source="dB-scaled 8-bit", quanta=[1.0], by_level=True)
     truth, refl = _db_scaled_product(4, shape=(256, 256))
     source = np.sqrt(multilook_intensity(truth[None], 4)).astype(np.float32)
-    out = synthesise(np.sqrt(refl)[None].astype(np.float32), (0, 256, 0, 256), scale=4, units="dn",
+    refl_amp = np.sqrt(refl)[None].astype(np.float32)
+    refl_amp[0, :8, :16] = np.nan  # no data stays no data, never a recorded 0
+    out = synthesise(refl_amp, (0, 256, 0, 256), scale=4, units="dn",
                      quantity="amplitude", speckle=est, seed=0, scene="c", source=source)
-    zeros = (out == 0).mean()
+    assert np.isnan(out[0, :8, :16]).all() and np.isfinite(out[0, 8:]).all()
+    zeros = (out[0, 8:] == 0).mean()
     assert 0.05 < zeros < 0.5
     looked = multilook_intensity(out.astype(np.float64) ** 2, 4)
-    ok = source > 0
+    ok = (source > 0) & np.isfinite(looked)
     rms = np.sqrt(np.mean((10 * np.log10(looked[ok] / source[ok].astype(np.float64) ** 2)) ** 2))
     assert rms < 0.1
 
