@@ -156,14 +156,14 @@ def correct_log(lg: np.ndarray, target: np.ndarray, *, scale: int,
     sx = _solver(target.shape[-1], scale)
     g = np.zeros(target.shape, np.float32)
     out = lg_filled  # lg_filled + spread(g) for the g of the last `looked`
-    scratch = np.empty(lg_filled.shape, np.float32)
+    scratch = np.empty_like(lg_filled)
     for _ in range(max_iterations):
         r = np.where(ok, target - looked, np.float32(0.0))
         if not ok.any() or np.sqrt(np.mean(r[ok] ** 2)) * _DB <= tolerance_db:
             break
         g += sx(sy(r, -2), -1).astype(np.float32)
         out = spread(g, scale)
-        out = out.copy() if out is g else out
+        out = out.astype(np.result_type(out, lg_filled), copy=out is g)  # lg's precision; never g
         out += lg_filled
         looked = _multilook_log_into(out, scale, offset + float(g.max()), scratch)
     if out is lg_filled:  # nothing to correct: a new array all the same
