@@ -312,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     arch = work / "a.zarr"
     (res,) = ingest([SAMPLE], arch)
     scene = res.scene_id
-    eff_scene = efficiency_scene(work, arch, args.efficiency_mosaic) if args.efficiency_mosaic > 1 else scene
+    eff_scene = (efficiency_scene(work, arch, args.efficiency_mosaic)
+                 if args.efficiency_mosaic > 1 and "efficiency" in args.parts else scene)
     scenarios = [Scenario(name=f"{n}_replica", replicas=n,
                           note="engine Mpx/s vs bare replicas on the same tiles") for n in (1, 2)]
     scenarios.append(Scenario(
