@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -80,15 +81,14 @@ def main(argv: list[str] | None = None) -> int:
         # is no-data, not a recorded value), nor the pooled set (its planes are in different
         # units).
         by_level = name != "pooled" and all(quanta[k] for k in idx)
-        extra = ("; per level of local mean too (16 equal-count levels, zeros included), kept "
-                 "because the product's recording is not multiplicative") if by_level else ""
-        sets[name] = estimate_speckle([planes[k] for k in idx], quanta=[quanta[k] for k in idx],
-                                      by_level=by_level, source=(
-            f"recipes/tiny/speckle_stats.py: {len(idx)} training planes of {what}; {how}{extra}"))
-        if by_level and not sets[name].levels:
-            sets[name] = type(sets[name]).from_dict({**sets[name].to_dict(), "source": (
-                f"recipes/tiny/speckle_stats.py: {len(idx)} training planes of {what}; {how}; "
-                "measured per level of local mean too and found multiplicative (one table)")})
+        source = f"recipes/tiny/speckle_stats.py: {len(idx)} training planes of {what}; {how}"
+        model = estimate_speckle([planes[k] for k in idx], quanta=[quanta[k] for k in idx],
+                                 by_level=by_level, source=source)
+        if by_level:
+            source += ("; per level of local mean too (16 equal-count levels, zeros included), kept "
+                       "because the product's recording is not multiplicative" if model.levels else
+                       "; measured per level of local mean too and found multiplicative (one table)")
+        sets[name] = replace(model, source=source)
         print(f"{name}: {sets[name].summary()}")
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {"default": args.default, "sets": {k: v.to_dict() for k, v in sets.items()}}

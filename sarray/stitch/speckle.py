@@ -176,12 +176,23 @@ def load_speckle(weights: str | Path | None, name: str | None = None, *,
 
 
 def speckle_sets(weights: str | Path | None) -> tuple[dict[str, SpeckleModel], str | None]:
-    """Every set of statistics stored with a model, and the name of the default one."""
+    """Every set of statistics stored with a model, and the name of the default one (the file
+    is parsed once per version of it: a job asks per scene)."""
     if weights is None:
         return {}, None
     path = Path(weights) / SPECKLE_FILE
     if not path.is_file():
         return {}, None
+    st = path.stat()
+    sets, default = _read_sets(str(path), st.st_mtime_ns, st.st_size)
+    return dict(sets), default
+
+
+@functools.lru_cache(maxsize=8)
+def _read_sets(path_str: str, mtime_ns: int, size: int) -> tuple[dict[str, SpeckleModel], str | None]:
+    """:func:`speckle_sets` of one version of a file (the statistics are frozen; callers get a
+    copy of the dict)."""
+    path = Path(path_str)
     try:
         data = json.loads(path.read_text())
         if "log_table" in data:  # a single set
@@ -364,15 +375,18 @@ def synthesise(reflectivity: np.ndarray, region: tuple[int, int, int, int], *, s
     lg = to_log_intensity(reflectivity, units=units, quantity=quantity)
     ln_n = log_multiplier(speckle, region, reflectivity.shape[0], seed=seed, scene=scene,
                           log_level=lg if speckle.levels else None)
-    # Pixels the product records as 0 (per-level statistics only): the consistency step sees
-    # them as the log floor, and they are written as exactly 0 (the product's floor).
-    zero = np.isneginf(ln_n) & np.isfinite(lg) if speckle.levels else None
-    if zero is not None and source is not None and scale > 1:
-        zero = _keep_one_per_lit_block(zero, lg, to_log_intensity(source, units=units, quantity=quantity),
-                                       scale)
-    lg = lg + np.where(np.isneginf(ln_n), np.float32(0.0), ln_n)
-    if zero is not None:
-        lg = np.where(zero, LOG_FLOOR, lg)
+    zero = None
+    if speckle.levels:
+        # Pixels the product records as 0: the consistency step sees them as the log floor,
+        # and they are written as exactly 0 (the product's floor).
+        drawn_zero = np.isneginf(ln_n)
+        zero = drawn_zero & np.isfinite(lg)
+        if source is not None and scale > 1:
+            zero = _keep_one_per_lit_block(
+                zero, lg, to_log_intensity(source, units=units, quantity=quantity), scale)
+        lg = np.where(zero, LOG_FLOOR, lg + np.where(drawn_zero, np.float32(0.0), ln_n))
+    else:
+        lg = lg + ln_n
     if source is not None and scale > 1:
         lg = correct_log(lg, target_log_intensity(source, units=units, quantity=quantity), scale=scale)
     out = from_log_intensity(lg, units=units, quantity=quantity)
@@ -455,8 +469,12 @@ def estimate_speckle(intensities: list[np.ndarray], *, source: str, seed: int = 
     # Multipliers (all, homogeneous) where they can be measured, and everywhere (the fallback).
     kept, kept_h, every, every_h = [], [], [], []
     lag = []
+    finite_nr: list[tuple[np.ndarray, np.ndarray]] = []  # (n, R) of every measurable pixel
     for img, q in zip(intensities, quanta):
         n, h, r = _ratio(img)
+        if by_level:
+            fin = np.isfinite(n)
+            finite_nr.append((n[fin], r[fin]))
         ok = np.isfinite(n) & (n > 0)
         keep = ok
         if q:
@@ -479,9 +497,8 @@ def estimate_speckle(intensities: list[np.ndarray], *, source: str, seed: int = 
     table = _unit_mean(table)
     levels: dict[str, Any] = {}
     if by_level:
-        pairs = [_ratio(img) for img in intensities]
-        levels = level_statistics(np.concatenate([n[np.isfinite(n)] for n, _, _ in pairs]),
-                                  np.concatenate([r[np.isfinite(n)] for n, _, r in pairs]))
+        levels = level_statistics(np.concatenate([n for n, _ in finite_nr]),
+                                  np.concatenate([r for _, r in finite_nr]))
         if multiplicative(levels):
             levels = {}
     draft = SpeckleModel(log_table=tuple(table), sigma_px=0.0, looks=looks, lag1=lag1,
