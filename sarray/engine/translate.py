@@ -248,6 +248,10 @@ def translate(
     if (cog or quicklook) and len(scene_ids) > 1:
         raise ConfigError("--cog/--quicklook take one scene; translate scenes one at a time")
     replica_cfg = config.replica_config()
+    if config.output == "speckled":  # an unknown or unreadable set: one line, before Ray
+        from sarray.stitch.speckle import load_speckle
+
+        load_speckle(replica_cfg.get("weights"), config.speckle)
     outs = [config.out_scene_for(sid) for sid in scene_ids]
     if out_arch.have_scenes(outs) == set(outs):
         # Nothing to compute: no Ray, no model; exports still happen below.

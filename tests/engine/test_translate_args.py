@@ -90,3 +90,14 @@ def test_each_scene_is_speckled_with_its_own_sensors_statistics(tmp_path: Path, 
     assert writer(output="reflectivity").speckle_for("Umbra-04") is None
     with pytest.raises(ConfigError, match="'ERS'\\) is not stored with the model"):
         writer(speckle="ERS")
+
+
+def test_an_unknown_speckle_set_fails_in_one_line_before_ray(arch: Path, capsys) -> None:
+    import ray
+
+    from sarray.cli import main
+
+    assert main(["translate", str(arch), "Spain_7370579_S1Hand", "--speckle", "ERS"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sarray: error:") and "'ERS'" in err[0]
+    assert "Traceback" not in err[0] and not ray.is_initialized()
