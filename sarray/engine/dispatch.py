@@ -82,6 +82,8 @@ class Dispatcher:
         self.summaries, self.progress = summaries, progress
         self.max_chunks_in_flight = max_chunks_in_flight
         self.queue = collections.deque(job_batches(infos, batch_size, len(pool.actors)))
+        # The job's single-tile calls at its end (see job_batches): handed out greedily.
+        self.tail_calls = len(pool.actors) * batch_size
         self.attempts: dict[tuple[str, tuple[tuple[int, int], ...]], int] = {}
         self.tile_calls: dict[Any, TileCall] = {}
         self.assembling: dict[Any, tuple[str, int]] = {}  # task -> (output, chunks)
@@ -140,8 +142,12 @@ class Dispatcher:
                 + sum(n for _, n in self.merges.values()))
 
     def _feed(self) -> None:
-        """Keep every replica's slots full, within the bound on chunks in flight."""
-        while (self.queue and self.pool.has_slot()
+        """Keep every replica's slots full, within the bound on chunks in flight. The job's last
+        single-tile calls wait here for an idle replica (with several replicas): queued behind a
+        busy one, a call could leave another replica with nothing to do at the end, for up to
+        two calls' time; greedy, the replicas end within one tile of each other."""
+        while (self.queue and self.pool.has_slot(queued=len(self.pool.actors) == 1
+                                                 or len(self.queue) > self.tail_calls)
                and self._chunks_in_flight() < self.max_chunks_in_flight):
             out_id, keys = self.queue.popleft()
             i = self.pool.pick()

@@ -184,6 +184,10 @@ class ActorPool:
 
     Each actor takes at most ``slots`` calls at a time: one running and the next queued, so a
     replica never waits for its input, and no more tiles are in flight than the pool can use.
+    At the job's tail (:meth:`has_slot` with ``queued=False``) a call goes only to an idle
+    actor: the last calls then go to whichever replicas free up first, instead of waiting
+    behind a busy one while another has nothing left (as Ray Data's actor pool, which hands a
+    task to the actor that can run it soonest).
     """
 
     def __init__(self, actors: list[Any], slots: int) -> None:
@@ -191,8 +195,9 @@ class ActorPool:
         self.slots = slots
         self.load = [0] * len(actors)
 
-    def has_slot(self) -> bool:
-        return min(self.load) < self.slots
+    def has_slot(self, *, queued: bool = True) -> bool:
+        """An actor can take a call: one below ``slots`` calls, or (``queued`` False) one idle."""
+        return min(self.load) < (self.slots if queued else 1)
 
     def pick(self) -> int:
         """The least loaded actor's index (call only when :meth:`has_slot`)."""

@@ -67,25 +67,39 @@ def _phases(scale: int) -> tuple[tuple[int, float], ...]:
 
 
 def _spread_axis(g: np.ndarray, scale: int, axis: int) -> np.ndarray:
-    """Linear interpolation along ``axis`` onto a grid ``scale`` times finer (edge values kept
-    beyond the first and last coarse centres), one strided slice per phase: no gathers."""
-    g = np.moveaxis(g, axis, -1)
-    n = g.shape[-1]
-    out = np.empty((*g.shape[:-1], n, scale), dtype=g.dtype)
+    """Linear interpolation along ``axis`` (-1 or -2) onto a grid ``scale`` times finer (edge
+    values kept beyond the first and last coarse centres): one strided slice per phase, written
+    in place into the phase's plane, no gathers and no transposes."""
+    n = g.shape[axis]
+    if axis == -1:
+        pad = np.concatenate([g[..., :1], g, g[..., -1:]], axis=-1)
+        out = np.empty((*g.shape, scale), dtype=g.dtype)  # (..., n, phase)
+    else:
+        pad = np.concatenate([g[..., :1, :], g, g[..., -1:, :]], axis=-2)
+        out = np.empty((*g.shape[:-1], scale, g.shape[-1]), dtype=g.dtype)  # (..., n, phase, w)
     # Coarse values padded by one at each end with the edge value: index i + 1 is pixel i.
-    pad = np.concatenate([g[..., :1], g, g[..., -1:]], axis=-1)
     for k, (lo, f) in enumerate(_phases(scale)):
-        a = pad[..., 1 + lo : 1 + lo + n]
-        b = pad[..., 2 + lo : 2 + lo + n]
-        out[..., k] = a * np.asarray(1 - f, g.dtype) + b * np.asarray(f, g.dtype)
-    return np.moveaxis(out.reshape(*g.shape[:-1], n * scale), -1, axis)
+        if axis == -1:
+            a, b, dst = pad[..., 1 + lo : 1 + lo + n], pad[..., 2 + lo : 2 + lo + n], out[..., k]
+        else:
+            a, b = pad[..., 1 + lo : 1 + lo + n, :], pad[..., 2 + lo : 2 + lo + n, :]
+            dst = out[..., k, :]
+        np.multiply(a, np.asarray(1 - f, g.dtype), out=dst)
+        dst += b * np.asarray(f, g.dtype)
+    if axis == -1:
+        return out.reshape(*g.shape[:-1], n * scale)
+    return out.reshape(*g.shape[:-2], n * scale, g.shape[-1])
 
 
 def spread(g: np.ndarray, scale: int) -> np.ndarray:
-    """Bilinear interpolation of a coarse field (..., h, w) onto the fine grid (..., h*s, w*s)."""
+    """Bilinear interpolation of a coarse field (..., h, w) onto the fine grid (..., h*s, w*s).
+
+    Along x first, on the coarse rows, then along y, where each output row is a weighted sum of
+    two whole rows: the fine grid is written once, contiguously (five times faster than the
+    other order, whose fine pass interleaves phases along x)."""
     if scale == 1:
         return g
-    return _spread_axis(_spread_axis(g, scale, -2), scale, -1)
+    return _spread_axis(_spread_axis(g, scale, -1), scale, -2)
 
 
 def _spread_operator(n: int, scale: int) -> np.ndarray:
@@ -143,31 +157,40 @@ def _multilook_log_into(lg: np.ndarray, scale: int, offset: float, scratch: np.n
 def correct_log(lg: np.ndarray, target: np.ndarray, *, scale: int,
                 tolerance_db: float = TOLERANCE_DB, max_iterations: int = MAX_ITERATIONS) -> np.ndarray:
     """The smooth correction in the log domain: fine ln-intensity ``lg`` (P, h*s, w*s) such that
-    its multilook matches the coarse ln-intensity ``target`` (P, h, w). NaN stays NaN."""
+    its multilook matches the coarse ln-intensity ``target`` (P, h, w). NaN stays NaN.
+
+    Each step costs one spread, one add and one ``exp`` over the fine grid, into one reused
+    buffer; the corrected field itself (``lg + spread(g)``) is built once, at the end."""
     fine_ok = np.isfinite(lg)
     all_ok = bool(fine_ok.all())
     lg_filled = lg if all_ok else np.where(fine_ok, lg, LOG_FLOOR)
     offset = float(lg_filled.max())
-    looked = multilook_log(lg_filled, scale, offset)
+    scratch = np.empty_like(lg_filled)
+    looked = _multilook_log_into(lg_filled, scale, offset, scratch)
     # Blocks the correction may touch: an input with intensity, a whole finite output block.
     whole = True if all_ok else multilook_intensity(fine_ok.astype(np.float32), scale) == 1
     ok = np.isfinite(target) & (target > LOG_FLOOR) & np.isfinite(looked) & (looked > LOG_FLOOR) & whole
     sy = _solver(target.shape[-2], scale)
     sx = _solver(target.shape[-1], scale)
     g = np.zeros(target.shape, np.float32)
-    out = lg_filled  # lg_filled + spread(g) for the g of the last `looked`
-    scratch = np.empty_like(lg_filled)
+    lg_off = None  # lg_filled - offset, once a step is taken
     for _ in range(max_iterations):
         r = np.where(ok, target - looked, np.float32(0.0))
         if not ok.any() or np.sqrt(np.mean(r[ok] ** 2)) * _DB <= tolerance_db:
             break
         g += sx(sy(r, -2), -1).astype(np.float32)
-        out = spread(g, scale)
-        out = out.astype(np.result_type(out, lg_filled), copy=out is g)  # lg's precision; never g
-        out += lg_filled
-        looked = _multilook_log_into(out, scale, offset + float(g.max()), scratch)
-    if out is lg_filled:  # nothing to correct: a new array all the same
+        if lg_off is None:
+            lg_off = lg_filled - np.asarray(offset, lg_filled.dtype)
+        top = np.float32(g.max())  # exp(lg - offset + spread(g - top)) <= 1: in range
+        np.add(spread(g - top, scale), lg_off, out=scratch)
+        np.exp(scratch, out=scratch)
+        with np.errstate(divide="ignore"):
+            looked = np.log(multilook_intensity(scratch, scale)) + np.float32(offset + float(top))
+    if lg_off is None:  # nothing to correct: a new array all the same
         out = lg_filled.copy()
+    else:
+        out = spread(g, scale).astype(lg_filled.dtype, copy=False)  # lg's precision
+        out += lg_filled
     return out if all_ok else np.where(fine_ok, out, lg)
 
 
