@@ -297,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--driver-scenes", type=int, default=4)
     p.add_argument("--efficiency-mosaic", type=int, default=2,
                    help="the efficiency scene is the sample repeated this many times side by side")
+    p.add_argument("--scenarios", nargs="+", default=None,
+                   help="efficiency scenarios to run (default: all of 1_replica, 2_replica, "
+                        "2_replica_light)")
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                    help="what to measure (default: all); a partial run updates only those parts "
                         "of the results file")
@@ -320,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
         name="2_replica_light", replicas=2, options=(("output", "reflectivity"), ("consistency", "off")),
         note="the same without speckle and consistency: the engine's own overhead (scheduling, "
              "reads, blend, writes, commits) when the per-chunk work is light"))
+    if args.scenarios:
+        unknown = set(args.scenarios) - {sc.name for sc in scenarios}
+        if unknown:
+            p.error(f"--scenarios: unknown {sorted(unknown)}; choose from {[sc.name for sc in scenarios]}")
+        scenarios = [sc for sc in scenarios if sc.name in args.scenarios]
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     results: dict[str, dict] = {}
@@ -331,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         engine_s, bare_s, walls, threads_s = [], [], [], []
         chunk_cpu: list[float] = []
         chunk_write: list[float] = []
+        cells: list[int] = []
         for i in range(args.repeats):
             cfg = TranslateConfig(model="tiny-random", scale=4, replicas=sc.replicas,
                                   out_scene=f"{sc.name.replace('_', '-')}-{i}", **dict(sc.options))
@@ -338,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             engine_s.append(s.compute_s)
             chunk_cpu.extend(w["compute_cpu_s"] for w in s.writes)
             chunk_write.extend(w["write_s"] for w in s.writes)
+            cells.extend(w["cells_blended"] for w in s.writes)
             walls.append(s.wall_s)
             bare_s.append(bare_replicas(arch, eff_scene, cfg, sc.replicas,
                                         threads=plan_pool(sc.replicas, "cpu").torch_threads,
@@ -363,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
             # wall time of its write into the fork (medians over every chunk of every run).
             "chunk_compute_cpu_ms_median": 1e3 * median(chunk_cpu),
             "chunk_write_ms_median": 1e3 * median(chunk_write),
+            # Band cells blended per chunk (each assembler's cell cache spares the others).
+            "cells_blended_per_chunk": sum(cells) / len(cells),
             "efficiency_vs_one_process_threads": median(threads_s) / median(engine_s),
         }
     driver = {}
@@ -422,8 +434,8 @@ def _partial(args: argparse.Namespace, work: Path, efficiency: dict, driver: dic
     path = args.out / "bench_translate.json"
     previous = json.loads(path.read_text()) if path.is_file() else None
     if previous is not None:
-        if efficiency:
-            previous["efficiency"] = efficiency
+        if efficiency:  # the scenarios measured replace theirs; the others are kept
+            previous["efficiency"] = {**previous.get("efficiency", {}), **efficiency}
         if driver is not None:
             previous["driver"] = driver
         previous["environment"] = environment("cpu")

@@ -192,12 +192,14 @@ class Dispatcher:
     def _assemble(self) -> None:
         """Send ready chunks to assembly tasks (partial groups once an output gets no more tiles)."""
         fed = {c.out_id for c in self.tile_calls.values()} | {o for o, _ in self.queue}
-        # The job's last chunks go one per call, so that every assembler takes a share.
+        # The job's last chunks go one per call, to whichever assembler is free, so that every
+        # assembler takes a share; before, a call goes home: by its columns (see AssemblerPool).
         for b in self.assembler.batches(flush=set(self.infos) - fed, per_task=None if fed else 1):
             if b.out_id not in self.forks:
                 self.forks[b.out_id] = self.writer.fork.remote(b.out_id)
+            home = b.keys[0][1] // self.assembler.per_task if fed else None
             ref = self.assemble.remote(self.boxes[b.out_id], list(b.keys), list(b.tile_keys),
-                                       self.forks[b.out_id], *b.predictions)
+                                       self.forks[b.out_id], *b.predictions, home=home)
             self.assembling[ref] = (b.out_id, len(b.keys))
 
     def _merged(self, ref: Any, out_id: str) -> None:

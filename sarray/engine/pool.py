@@ -247,8 +247,16 @@ class AssemblerActor:
         return assemble_chunks(info_box, keys, tile_keys, fork, *predictions)
 
 
+# An assembly call goes to its home assembler while that one has no more than this many calls
+# beyond the least loaded (see AssemblerPool.remote).
+HOME_SLACK_CALLS = 1
+
+
 class AssemblerPool:
-    """The job's assemblers; each call goes to the one with the fewest calls in flight."""
+    """The job's assemblers. A call goes to its home assembler when it has one (the same for
+    the same columns of every chunk row: the band cells between two rows are blended once, in
+    that assembler's cell cache, instead of once in each of two) unless that one is behind;
+    otherwise to the one with the fewest calls in flight."""
 
     def __init__(self, n: int) -> None:
         cls = _remote(AssemblerActor)
@@ -268,10 +276,16 @@ class AssemblerPool:
         run."""
         return [a.warm.remote(info_box) for a in self.actors]
 
-    def remote(self, *args: Any) -> Any:
-        n = len(self.actors)  # the least loaded, ties taken in turn (every assembler stays warm)
-        i = min(((self._next + k) % n for k in range(n)), key=self.load.__getitem__)
-        self._next = (i + 1) % n
+    def remote(self, *args: Any, home: int | None = None) -> Any:
+        """Send one assembly call: to assembler ``home`` (modulo their number) while it has at
+        most one call more than the least loaded, otherwise to the least loaded (ties in turn)."""
+        n = len(self.actors)
+        least = min(((self._next + k) % n for k in range(n)), key=self.load.__getitem__)
+        i = least
+        if home is not None and self.load[home % n] <= self.load[least] + HOME_SLACK_CALLS:
+            i = home % n
+        else:
+            self._next = (i + 1) % n
         ref = self.actors[i].assemble.remote(*args)
         self.load[i] += 1
         self._owner[ref] = i

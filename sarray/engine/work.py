@@ -243,7 +243,9 @@ def assemble_chunks(info_box: list[Any], keys: list[tuple[int, int]],
     notes = []
     node, pid = _node_id(), os.getpid()
     writer = ChunkWriter(fork)
+    cache = cell_cache()
     for key in keys:
+        m0 = cache.misses
         c0 = time.thread_time()
         values = blend_chunk_of(info, key, [by_key[n][0] for n in info.plan.neighbours(key)],
                                 tile_input=by_key[key][1])
@@ -256,7 +258,9 @@ def assemble_chunks(info_box: list[Any], keys: list[tuple[int, int]],
                       "task_start": started,
                       # CPU seconds of the chunk's blend, speckle, consistency and statistics in
                       # this thread, and wall seconds of its write into the fork.
-                      "compute_cpu_s": c1 - c0, "write_s": time.perf_counter() - w1})
+                      "compute_cpu_s": c1 - c0, "write_s": time.perf_counter() - w1,
+                      # Band cells this chunk blended (not found in this worker's cell cache).
+                      "cells_blended": cache.misses - m0})
     return fork, notes
 
 

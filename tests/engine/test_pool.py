@@ -1,0 +1,43 @@
+"""The assembler pool's choice of assembler, without Ray (fake actors)."""
+
+from __future__ import annotations
+
+import itertools
+
+from sarray.engine.pool import HOME_SLACK_CALLS, AssemblerPool
+
+_REFS = itertools.count()
+
+
+class _Assembler:
+    class assemble:  # noqa: N801 - mimics an actor method handle
+        @staticmethod
+        def remote(*args):
+            return ("ref", next(_REFS))
+
+
+def _pool(n: int) -> AssemblerPool:
+    pool = object.__new__(AssemblerPool)
+    pool.actors = [_Assembler() for _ in range(n)]
+    pool.load, pool._owner, pool._next = [0] * n, {}, 0
+    return pool
+
+
+def test_a_call_goes_home_while_its_assembler_is_not_behind() -> None:
+    """The same columns of every chunk row go to the same assembler (one cell cache blends the
+    band between two rows once), unless that assembler has fallen behind the others."""
+    pool = _pool(2)
+    homes = [pool._owner[pool.remote(home=h)] for h in (0, 1, 2, 3)]
+    assert homes == [0, 1, 0, 1]
+    for _ in range(HOME_SLACK_CALLS + 1):
+        assert pool._owner[pool.remote(home=0)] == 0
+    # Assembler 0 now has more than HOME_SLACK_CALLS calls beyond 1: the next one goes to 1.
+    assert pool._owner[pool.remote(home=0)] == 1
+
+
+def test_calls_without_a_home_go_to_the_least_loaded_in_turn() -> None:
+    pool = _pool(3)
+    first = [pool._owner[pool.remote()] for _ in range(3)]
+    assert sorted(first) == [0, 1, 2]
+    pool.done(next(r for r, i in pool._owner.items() if i == 1))
+    assert pool._owner[pool.remote()] == 1
