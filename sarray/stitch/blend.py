@@ -153,11 +153,12 @@ def _window(values: np.ndarray, ys: slice, xs: slice, r: int) -> np.ndarray:
     return np.pad(win, [*lead, (pad[0], pad[1]), (pad[2], pad[3])], mode="symmetric")
 
 
-def _nan_box_mean(win: np.ndarray, size: int) -> np.ndarray:
-    """NaN-aware :func:`_box_mean` (NaN where a window has no finite value)."""
-    valid = np.isfinite(win)
+def _nan_box_mean(win: np.ndarray, size: int, valid: np.ndarray | None = None) -> np.ndarray:
+    """NaN-aware :func:`_box_mean` (NaN where a window has no finite value); ``valid``: the
+    caller's ``isfinite(win)``, if it has it."""
+    valid = np.isfinite(win) if valid is None else valid
     if valid.all():
-        return _box_mean(win.astype(np.float32), size)
+        return _box_mean(np.asarray(win, dtype=np.float32), size)
     num = _box_mean(np.where(valid, win, 0.0).astype(np.float32), size)
     den = _box_mean(valid.astype(np.float32), size)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -230,9 +231,13 @@ def blend_chunk(region: Region, preds: list[Prediction], *, units: str = "linear
 
 
 def _blend_cell(cell: Region, preds: list[Prediction], *, units: str, quantity: str) -> np.ndarray:
-    """One cell covered by every prediction of ``preds`` (at least two), blended whole."""
+    """One cell covered by every prediction of ``preds`` (at least two), blended whole.
+
+    The weights are the same for every band: they are normalised once per pixel, at (k, 1, h, w),
+    and broadcast over the bands."""
     cy0, cy1, cx0, cx1 = cell
     raws, amps, means, wts = [], [], [], []
+    all_valid = True
     r = MEAN_PX // 2
     for p in preds:
         ys = slice(cy0 - p.region[0], cy1 - p.region[0])
@@ -240,46 +245,53 @@ def _blend_cell(cell: Region, preds: list[Prediction], *, units: str, quantity: 
         # The cell and its margin for the local mean (reflected at the prediction's edges), in
         # amplitude: the centre of the window is the cell itself.
         win = to_blend_amplitude(_window(p.values, ys, xs, r), units=units, quantity=quantity)
+        finite = np.isfinite(win)
+        all_valid = all_valid and bool(finite.all())
         raws.append(p.values[:, ys, xs])
         amps.append(win[:, r:-r, r:-r])
-        means.append(_nan_box_mean(win, MEAN_PX))
+        means.append(_nan_box_mean(win, MEAN_PX, finite))
         wts.append(np.outer(p.wy[ys], p.wx[xs]).astype(np.float32))
     x = np.stack(amps)  # (k, P, h, w)
-    valid = np.isfinite(x)
     m = np.stack(means)
-    if valid.all():
-        wt = np.broadcast_to(np.stack(wts)[:, None], x.shape)
+    w1 = np.stack(wts)[:, None]  # (k, 1, h, w)
+    if all_valid:
+        wt = w1
         d = x - m
     else:
-        wt = np.where(valid, np.stack(wts)[:, None], np.float32(0.0))
+        valid = np.isfinite(x)
+        wt = np.where(valid, w1, np.float32(0.0))
         m = np.nan_to_num(m)
         d = np.where(valid, x - m, np.float32(0.0))
     total = wt.sum(axis=0)
-    ws = np.divide(wt, total, out=np.zeros(x.shape, np.float32), where=total > 0)
+    ws = np.divide(wt, total, out=np.zeros(wt.shape, np.float32), where=total > 0)
     mean = (ws * m).sum(axis=0)
     num = (ws * d).sum(axis=0)
-    den2 = (ws * ws).sum(axis=0)
+    den2 = np.broadcast_to((ws * ws).sum(axis=0), mean.shape)
     k = len(preds)
+    active = ws > 0
     for i in range(k):
         for j in range(i + 1, k):
-            rho = _corr_per_band(d[i], d[j], (ws[i] > 0) & (ws[j] > 0))
-            den2 += np.float32(2.0) * rho[:, None, None] * ws[i] * ws[j]
+            rho = _corr_per_band(d[i], d[j], np.broadcast_to(active[i] & active[j], d[i].shape))
+            den2 = den2 + np.float32(2.0) * rho[:, None, None] * ws[i] * ws[j]
     val = mean + num / np.sqrt(np.maximum(den2, np.float32(1e-12)))
     # The bound: where the rescaled fluctuation would push the amplitude below a tenth of the
     # local mean (or below zero), take the weighted geometric mean of the predictions instead,
     # which always lies between them.
     low = np.nonzero(val < np.float32(MIN_FRACTION) * mean)
     if low[0].size:
-        xl, wl = x[(slice(None), *low)], ws[(slice(None), *low)]
+        wsb = np.broadcast_to(ws, x.shape)
+        xl, wl = x[(slice(None), *low)], wsb[(slice(None), *low)]
         with np.errstate(divide="ignore"):
             val[low] = np.exp((wl * np.log(np.where(wl > 0, np.maximum(np.nan_to_num(xl), 0), 1))).sum(axis=0))
     out = from_blend_amplitude(val, units=units, quantity=quantity)
     # Where every prediction with weight agrees there is nothing to blend: keep the value exactly.
     raw = np.stack(raws)
-    active = ws > 0
-    inf = np.float32(np.inf)
-    hi = np.where(active, raw, -inf).max(axis=0)
-    lo = np.where(active, raw, inf).min(axis=0)
+    if active.all():
+        hi, lo = raw.max(axis=0), raw.min(axis=0)
+    else:
+        inf = np.float32(np.inf)
+        hi = np.where(active, raw, -inf).max(axis=0)
+        lo = np.where(active, raw, inf).min(axis=0)
     out = np.where(hi == lo, hi, out)
     return np.where(total > 0, out, np.float32(np.nan)).astype(np.float32)
 
