@@ -144,8 +144,8 @@ class Dispatcher:
     def _feed(self) -> None:
         """Keep every replica's slots full, within the bound on chunks in flight. The job's last
         single-tile calls wait here for an idle replica (with several replicas): queued behind a
-        busy one, a call could leave another replica with nothing to do at the end, for up to
-        two calls' time; greedy, the replicas end within one tile of each other."""
+        busy one, a call could leave another replica with nothing to do at the end for more
+        than a call's time; greedy, the replicas end within one tile of each other."""
         while (self.queue and self.pool.has_slot(queued=len(self.pool.actors) == 1
                                                  or len(self.queue) > self.tail_calls)
                and self._chunks_in_flight() < self.max_chunks_in_flight):

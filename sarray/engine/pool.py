@@ -186,8 +186,7 @@ class ActorPool:
     replica never waits for its input, and no more tiles are in flight than the pool can use.
     At the job's tail (:meth:`has_slot` with ``queued=False``) a call goes only to an idle
     actor: the last calls then go to whichever replicas free up first, instead of waiting
-    behind a busy one while another has nothing left (as Ray Data's actor pool, which hands a
-    task to the actor that can run it soonest).
+    behind a busy one while another has nothing left.
     """
 
     def __init__(self, actors: list[Any], slots: int) -> None:
