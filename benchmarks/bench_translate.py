@@ -376,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
             # Band cells blended per chunk (each assembler's cell cache spares the others).
             "cells_blended_per_chunk": sum(cells) / len(cells),
             "efficiency_vs_one_process_threads": median(threads_s) / median(engine_s),
+            # A partial run (--scenarios) keeps the other scenarios' entries: each says when.
+            "measured": {k: v for k, v in environment("cpu").items() if k in ("commit", "date")},
         }
     driver = {}
     for rep in range(args.repeats if "driver" in args.parts else 0):  # same Ray, warm
