@@ -35,7 +35,9 @@ def _config(tmp: Path, archive: Path, name: str, **overrides) -> Path:
 
 
 def _torchrun(config: Path, *extra: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    # TMPDIR: the launcher's own temporary folders (torchelastic_*) go under the test's tmp_path,
+    # not the machine's /tmp (STYLE section 10).
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "TMPDIR": str(config.parent)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_port", str(_free_port()), str(REPO / "jobs" / "train.py"),
            "--config", str(config), *extra]
@@ -100,7 +102,7 @@ def test_deepspeed_launcher_two_processes_zero1(hr_archive, tmp_path) -> None:
 
     launcher = sh.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
     cfg = _config(tmp_path, hr_archive, "ds", zero_stage=1, steps=2, checkpoint_every=0)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "TMPDIR": str(tmp_path)}
     proc = subprocess.run([launcher, "--num_accelerators", "2", "--master_port", str(_free_port()),
                            str(REPO / "jobs" / "train.py"), "--config", str(cfg)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
