@@ -277,7 +277,8 @@ class AssemblerPool:
 
     def remote(self, *args: Any, home: int | None = None) -> Any:
         """Send one assembly call: to assembler ``home`` (modulo their number) while it has at
-        most one call more than the least loaded, otherwise to the least loaded (ties in turn)."""
+        most :data:`HOME_SLACK_CALLS` calls more than the least loaded, otherwise to the least
+        loaded (ties in turn)."""
         n = len(self.actors)
         least = min(((self._next + k) % n for k in range(n)), key=self.load.__getitem__)
         i = least
