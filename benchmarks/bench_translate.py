@@ -30,7 +30,9 @@ Writes ``benchmarks/results/bench_translate.json`` and ``.png``.
 3. The driver. One job of several 1024^2 scenes translated x2 with the identity replica, Ray
    started first (the issue's measure): driver CPU seconds per output Mpx
    (``time.process_time`` around ``translate``), in this process after the jobs above (warm)
-   and in fresh processes (each starts Ray, then runs one job); engine Mpx/s; and, with a
+   and in fresh processes (each starts Ray, then runs one job; Ray's own one-off CPU at its
+   first call after ``ray.init``, which such a job pays, is measured apart:
+   ``ray_first_use_cpu_s``); engine Mpx/s; and, with a
    replica of fixed cost per tile, the replicas' idle share (1 - model-busy time / (replicas x
    span)) and the gaps between one scene's last model call and the next scene's first.
 """
@@ -240,6 +242,27 @@ ray.shutdown()
 """
 
 
+_RAY_FIRST_USE_CHILD = """
+import time
+import numpy  # noqa: F401  (loaded by the ingest before the job in driver_cold)
+import ray
+ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+c = time.process_time()
+ray.put(0)
+print(time.process_time() - c)
+ray.shutdown()
+"""
+
+
+def ray_first_use_cpu() -> float:
+    """Ray's own one-off CPU in a fresh driver, at its first call after ``ray.init()``: the
+    serialization context, built lazily (it imports pyarrow and pydantic). A fresh process's
+    job pays it; a driver's second job does not."""
+    out = subprocess.run([sys.executable, "-c", _RAY_FIRST_USE_CHILD], capture_output=True,
+                         text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def driver_cold(work: Path, n_scenes: int) -> dict:
     """The issue's measure exactly: a fresh process, ``ray.init()`` first, then one job."""
     code = _COLD_CHILD.format(bench=str(Path(__file__).resolve().parent), cpus=os.cpu_count(),
@@ -401,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"driver, fresh process: {c['driver_cpu_s_per_mpx']:.4f} s/Mpx", file=sys.stderr)
     drv["fresh_process_runs"] = cold
     drv["driver_cpu_s_per_mpx_fresh_process_median"] = median(c["driver_cpu_s_per_mpx"] for c in cold)
+    first = [ray_first_use_cpu() for _ in range(args.repeats)]
+    drv["ray_first_use_cpu_s"] = first
+    drv["ray_first_use_cpu_s_median"] = median(first)
+    print(f"Ray's first serialization in a fresh process: {median(first):.3f} CPU s", file=sys.stderr)
 
     if "rss" not in args.parts:
         return _partial(args, work, results, drv)

@@ -359,7 +359,8 @@ def translate(
     quicklook: Optional[Path] = typer.Option(None, help="Also write an input/output PNG."),
     chunk_px: int = typer.Option(512, help="Output chunk edge (one tile per chunk)."),
     halo_px: int = typer.Option(16, help="Context around each tile, in input pixels."),
-    batch_size: int = typer.Option(2, help="Tiles per replica call."),
+    batch_size: int = typer.Option(2, help="Tiles per replica call (at first, and at the job's end)."),
+    max_batch_size: Optional[int] = typer.Option(None, help="Tiles per replica call at most: calls of a fast replica grow up to it (default: batch size or 8, the larger)."),
     micro_batch: int = typer.Option(1, help="Tiles per pipeline call in a replica (>1: faster on GPUs, not bitwise batch-invariant)."),
     seed: int = typer.Option(0, help="Global seed of the per-tile noise."),
     consistency: str = typer.Option("multilook", help="multilook | off: keep the input's calibration."),
@@ -376,7 +377,7 @@ def translate(
 
     config = TranslateConfig(
         scale=scale, model=model, replicas=replicas, chunk_px=chunk_px, halo_px=halo_px,
-        batch_size=batch_size, micro_batch=micro_batch, seed=seed, consistency=consistency, output=output, speckle=speckle, out_scene=out_scene,
+        batch_size=batch_size, max_batch_size=max_batch_size, micro_batch=micro_batch, seed=seed, consistency=consistency, output=output, speckle=speckle, out_scene=out_scene,
         on_unfinished="restart" if restart else "resume", max_chunks=max_chunks, device=device,
         num_inference_steps=steps,
     )

@@ -15,6 +15,13 @@ GDAL_CACHE_MB = 64
 # to send hides the read + transfer time behind the model without buffering the scene.
 PREFETCH_BATCHES_PER_REPLICA = 2
 
+# A replica call's model time that the engine aims for: the calls of a fast replica (a few-step
+# sampler on a GPU, the identity stand-in) take more tiles, up to TranslateConfig.max_batch_size,
+# until one lasts about this long. A Ray call costs the driver about a millisecond of CPU however
+# many tiles it carries; half a second of model time per call keeps that under 0.5%, and the
+# job's tail (single-tile calls) is unchanged.
+BATCH_TARGET_S = 0.5
+
 # Attempts of one tile before the translate job stops with an error naming it.
 MAX_TILE_ATTEMPTS = 3
 
@@ -46,9 +53,9 @@ CELL_CACHE_MB = 64
 # 32 Mpx keeps a 25k-pixel-wide swath to one block row and still gives both cores ~25 tasks.
 INGEST_WAVE_MPX = 32
 
-# Chunks in flight per replica (ready, in assembly, being merged): enough that a replica never
-# waits for the assembly of the previous scene's last rows (a scene boundary releases two rows of
-# chunks at once), few enough that the predictions waiting in the object store stay bounded
+# Chunks in flight per replica (ready, or in assembly: the ones whose predictions are held):
+# enough that a replica never waits for the assembly of the previous scene's last rows (a scene
+# boundary releases two rows of chunks at once), few enough that the predictions waiting in the object store stay bounded
 # whatever the scene's size (about 24 x 18 / 4 predictions per replica). The projection sizes
 # the object store from it.
 CHUNKS_IN_FLIGHT_PER_REPLICA = 24

@@ -9,8 +9,16 @@ Three kinds of call are in flight, all answered by small values:
 - merge calls on the job's :class:`~sarray.engine.output.OutputWriter`: the chunks' notes.
 
 Backpressure: the pool's slots bound the tiles on the replicas, and ``max_chunks_in_flight``
-bounds the chunks between a replica and their commit, so the predictions waiting in the object
+bounds the chunks between a replica and their assembly, so the predictions waiting in the object
 store do not grow with the scene.
+
+The driver's cost is a few Ray calls per tile, so it makes as few as it can:
+
+- a replica call takes ``batch_size`` tiles, and more (up to ``max_batch_size``) once the
+  replicas' calls are seen to be short (:data:`~sarray.config.BATCH_TARGET_S`);
+- the chunks an output's assembly calls wrote are merged together, once a commit's worth are
+  waiting (:data:`~sarray.config.COMMIT_EVERY_CHUNKS`), every :data:`MERGE_EVERY_S` seconds, or
+  when they are the output's last.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sarray.config import MAX_TILE_ATTEMPTS
+from sarray.config import BATCH_TARGET_S, COMMIT_EVERY_CHUNKS, MAX_TILE_ATTEMPTS
 from sarray.engine.plan import Assembler
 from sarray.errors import ReplicaError
 from sarray.raysession import get, ray_cause
@@ -42,19 +50,14 @@ def _last_line(e: BaseException) -> str:
     return text.splitlines()[-1][:300] if text else type(e).__name__
 
 
-def job_batches(infos: dict[str, Any], batch_size: int, replicas: int) -> list[tuple[str, list[Any]]]:
-    """The job's replica calls in order: each scene's tiles row by row, ``batch_size`` a call.
+# Written chunks wait at most this long for their merge (the progress bar and the chunks' notes
+# follow the merges); a commit's worth of chunks, or an output's last, are merged at once.
+MERGE_EVERY_S = 5.0
 
-    The job's last ``replicas`` calls take one tile each: the chunks around the last tiles can
-    only be assembled once those are back, so a smaller last call leaves less work after the
-    replicas have finished (the job's tail).
-    """
-    calls = [(o, sorted(i.plan.tiles)[k : k + batch_size])
-             for o, i in infos.items() for k in range(0, len(i.plan.tiles), batch_size)]
-    if batch_size > 1:
-        tail = calls[-replicas:] if replicas else []
-        calls = calls[: len(calls) - len(tail)] + [(o, [k]) for o, ks in tail for k in ks]
-    return calls
+
+def job_tiles(infos: dict[str, Any]) -> list[tuple[str, tuple[int, int]]]:
+    """The job's tiles in order: each scene's tiles row by row, scene after scene."""
+    return [(o, k) for o, i in infos.items() for k in sorted(i.plan.tiles)]
 
 
 class Dispatcher:
@@ -67,8 +70,9 @@ class Dispatcher:
         infos: each output's ``SceneInfo``; ``boxes`` the same as object refs.
         assembler: the pure bookkeeping of ready chunks.
         summaries: each output's summary, updated as work returns.
-        batch_size: tiles per replica call.
-        max_chunks_in_flight: chunks allowed between a replica and their merge.
+        batch_size: tiles per replica call, at first and in the job's tail.
+        max_batch_size: tiles per replica call at most, once calls are seen to be short.
+        max_chunks_in_flight: chunks allowed between a replica and their assembly.
         progress: called with the number of chunks merged.
         metrics: the job's :class:`~sarray.engine.metrics.JobMetrics` (None: not published).
     """
@@ -76,17 +80,24 @@ class Dispatcher:
     def __init__(self, *, pool: Any, writer: Any, assemble: Any, infos: dict[str, Any],
                  boxes: dict[str, Any], assembler: Assembler, summaries: dict[str, Any],
                  batch_size: int, max_chunks_in_flight: int, progress: Any,
-                 metrics: Any = None) -> None:
+                 max_batch_size: int | None = None, metrics: Any = None) -> None:
         self.pool, self.writer, self.assemble = pool, writer, assemble
         self.infos, self.boxes, self.assembler = infos, boxes, assembler
         self.summaries, self.progress = summaries, progress
         self.max_chunks_in_flight = max_chunks_in_flight
-        self.queue = collections.deque(job_batches(infos, batch_size, len(pool.actors)))
-        # The job's single-tile calls at its end (see job_batches): handed out greedily.
-        self.tail_calls = len(pool.actors) * batch_size
-        self.attempts: dict[tuple[str, tuple[tuple[int, int], ...]], int] = {}
+        self.batch_size = batch_size
+        self.max_batch_size = max(batch_size, max_batch_size or batch_size)
+        self.tile_s: float | None = None  # model seconds per tile, a running average
+        # (output, tile key, failed attempts so far), in the job's order.
+        self.queue = collections.deque((o, k, 0) for o, k in job_tiles(infos))
+        # The job's last tiles go one per call (the chunks around them can only be assembled
+        # once they are back: smaller calls leave less work after the replicas have finished),
+        # and with several replicas greedily, to an idle one.
+        self.tail_tiles = len(pool.actors) * batch_size
         self.tile_calls: dict[Any, TileCall] = {}
         self.assembling: dict[Any, tuple[str, int]] = {}  # task -> (output, chunks)
+        self.unmerged: dict[str, list[tuple[Any, int]]] = {}  # output -> written (task, chunks)
+        self.unmerged_since: dict[str, float] = {}  # output -> when its oldest one came back
         self.merges: dict[Any, tuple[str, int]] = {}  # merge call -> (output, chunks)
         self.forks: dict[str, Any] = {}  # output -> ref of the fork of its last commit
         self.finishing: dict[Any, str] = {}  # finish call -> output (not waited for in line)
@@ -101,30 +112,32 @@ class Dispatcher:
 
         for out_id in [o for o, n in self.left.items() if n == 0]:
             self._finish(out_id)
-        while self.queue or self.tile_calls or self.assembling or self.merges or self.finishing:
+        while (self.queue or self.tile_calls or self.assembling or self.unmerged or self.merges
+               or self.finishing):
             self._feed()
-            ready, _ = ray.wait([*self.tile_calls, *self.assembling, *self.merges, *self.finishing],
-                                num_returns=1, fetch_local=False)
-            written: dict[str, list[Any]] = {}
-            for ref in ready:
+            refs = [*self.tile_calls, *self.assembling, *self.merges, *self.finishing]
+            if not refs:  # only written chunks are left waiting: nothing else can come
+                self._merge(now=True)
+                continue
+            for ref in ray.wait(refs, num_returns=1, fetch_local=False,
+                                timeout=self._merge_due_in())[0]:
                 if ref in self.tile_calls:
                     self._tiles_back(ref, self.tile_calls.pop(ref))
                 elif ref in self.assembling:
                     out_id, n = self.assembling.pop(ref)
                     self.assemble.done(ref)
-                    written.setdefault(out_id, []).append((ref, n))
+                    self.unmerged.setdefault(out_id, []).append((ref, n))
+                    self.unmerged_since.setdefault(out_id, time.monotonic())
                 elif ref in self.merges:
                     self._merged(ref, self.merges.pop(ref)[0])
                 else:
                     out_id = self.finishing.pop(ref)
                     self.summaries[out_id].status = get(ref)
             self._assemble()
-            for out_id, done in written.items():  # one merge call per output per round
-                self.merges[self.writer.merge_many.remote(out_id, [r for r, _ in done])] = (
-                    out_id, sum(n for _, n in done))
+            self._merge()
             if self.metrics is not None and self.metrics.due():
                 self.metrics.tick(
-                    queued=self._tiles_by_output(self.queue),
+                    queued=self._tiles_by_output((o, [k]) for o, k, _ in self.queue),
                     in_flight=self._tiles_by_output((c.out_id, c.keys) for c in self.tile_calls.values()))
         if self.metrics is not None:
             self.metrics.tick(queued={}, in_flight={}, force=True)  # zeros, and the last line
@@ -138,8 +151,17 @@ class Dispatcher:
         return dict(counts)
 
     def _chunks_in_flight(self) -> int:
-        return (self.assembler.ready_count + sum(n for _, n in self.assembling.values())
-                + sum(n for _, n in self.merges.values()))
+        """Chunks whose predictions are held: ready, or in assembly (written ones hold none)."""
+        return self.assembler.ready_count + sum(n for _, n in self.assembling.values())
+
+    @property
+    def batch(self) -> int:
+        """Tiles per call now: ``batch_size``, or more while a call's model time stays under
+        :data:`~sarray.config.BATCH_TARGET_S` (fast replicas: fewer Ray calls per tile)."""
+        if self.tile_s is None:
+            return self.batch_size
+        fit = int(BATCH_TARGET_S / self.tile_s) if self.tile_s > 0 else self.max_batch_size
+        return max(self.batch_size, min(self.max_batch_size, fit))
 
     def _feed(self) -> None:
         """Keep every replica's slots full, within the bound on chunks in flight. The job's last
@@ -147,14 +169,47 @@ class Dispatcher:
         busy one, a call could leave another replica with nothing to do at the end for more
         than a call's time; greedy, the replicas end within one tile of each other."""
         while (self.queue and self.pool.has_slot(queued=len(self.pool.actors) == 1
-                                                 or len(self.queue) > self.tail_calls)
+                                                 or len(self.queue) > self.tail_tiles)
                and self._chunks_in_flight() < self.max_chunks_in_flight):
-            out_id, keys = self.queue.popleft()
+            out_id, keys, attempts = self._next_call()
             i = self.pool.pick()
             refs = self.pool.submit(i, self.boxes[out_id], keys, returns=1 + len(keys))
-            self.tile_calls[refs[0]] = TileCall(
-                out_id=out_id, keys=keys, actor=i, preds=refs[1:],
-                attempts=self.attempts.pop((out_id, tuple(keys)), 0))
+            self.tile_calls[refs[0]] = TileCall(out_id=out_id, keys=keys, actor=i, preds=refs[1:],
+                                                attempts=attempts)
+
+    def _next_call(self) -> tuple[str, list[tuple[int, int]], int]:
+        """The next call's tiles: the next ones of one output, :attr:`batch` of them before the
+        job's tail; one alone in the tail and when it failed before (so a tile that keeps
+        failing is the one named)."""
+        out_id, key, attempts = self.queue.popleft()
+        keys = [key]
+        n = min(self.batch, len(self.queue) + 1 - self.tail_tiles)
+        while (not attempts and len(keys) < n and self.queue[0][0] == out_id
+               and not self.queue[0][2]):
+            keys.append(self.queue.popleft()[1])
+        return out_id, keys, attempts
+
+    def _merge_due_in(self) -> float | None:
+        """Seconds until the oldest written chunks are due for their merge (None: none wait)."""
+        if not self.unmerged_since:
+            return None
+        return max(0.0, min(self.unmerged_since.values()) + MERGE_EVERY_S - time.monotonic())
+
+    def _merge(self, *, now: bool = False) -> None:
+        """Merge each output's written chunks once a commit's worth wait, when they are its
+        last, or after :data:`MERGE_EVERY_S` (every output's, with ``now``): one call for all
+        of them."""
+        t = time.monotonic()
+        merging: dict[str, int] = collections.Counter()
+        for out_id, n in self.merges.values():
+            merging[out_id] += n
+        for out_id, done in list(self.unmerged.items()):
+            n = sum(k for _, k in done)
+            if (now or n >= COMMIT_EVERY_CHUNKS or n + merging[out_id] == self.left[out_id]
+                    or t - self.unmerged_since[out_id] >= MERGE_EVERY_S):
+                # The tasks' refs as arguments of their own: Ray resolves them before the call.
+                self.merges[self.writer.merge_many.remote(out_id, *(r for r, _ in done))] = (out_id, n)
+                del self.unmerged[out_id], self.unmerged_since[out_id]
 
     # -- what comes back ----------------------------------------------------------------------------
     def _tiles_back(self, ack: Any, call: TileCall) -> None:
@@ -179,11 +234,12 @@ class Dispatcher:
             # A failed batch is retried tile by tile, so that a tile that keeps failing is the
             # one named (and the others of its batch go on).
             for key in reversed(call.keys):
-                self.attempts[(call.out_id, (key,))] = attempts
-                self.queue.appendleft((call.out_id, [key]))
+                self.queue.appendleft((call.out_id, key, attempts))
             return
         summary.tiles += len(call.keys)
         summary.model_spans.append((pid, node, m0, m1))
+        per_tile = max(m1 - m0, 0.0) / len(call.keys)
+        self.tile_s = per_tile if self.tile_s is None else (self.tile_s + per_tile) / 2
         if self.metrics is not None:
             self.metrics.tiles_back(call.out_id, len(call.keys), call.actor, m1 - m0)
         for key, pred in zip(call.keys, call.preds):
@@ -191,7 +247,7 @@ class Dispatcher:
 
     def _assemble(self) -> None:
         """Send ready chunks to assembly tasks (partial groups once an output gets no more tiles)."""
-        fed = {c.out_id for c in self.tile_calls.values()} | {o for o, _ in self.queue}
+        fed = {c.out_id for c in self.tile_calls.values()} | {o for o, _, _ in self.queue}
         # The job's last chunks go one per call, to whichever assembler is free, so that every
         # assembler takes a share; before, a call goes home: by its columns (see AssemblerPool).
         for b in self.assembler.batches(flush=set(self.infos) - fed, per_task=None if fed else 1):

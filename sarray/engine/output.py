@@ -188,11 +188,9 @@ class OutputWriter:
         out.merge(fork, chunks=len(notes))
         return [{**n, "committed": out.commits != before} for n in notes]
 
-    def merge_many(self, out_id: str, refs: list[Any]) -> list[dict[str, Any]]:
-        """:meth:`merge` of several assembly tasks (their refs, fetched here)."""
-        import ray
-
-        return [n for a in ray.get(refs) for n in self.merge(out_id, a)]
+    def merge_many(self, out_id: str, *assembled: tuple[Any, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """:meth:`merge` of several assembly tasks' results (passed as refs, resolved by Ray)."""
+        return [n for a in assembled for n in self.merge(out_id, a)]
 
     def finish(self, out_id: str) -> str:
         """Commit what is left; finalise the scene if every chunk is done.

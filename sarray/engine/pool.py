@@ -332,8 +332,8 @@ class OutputWriterActor:
     def fork(self, out_id: str) -> Any:
         return self.w.fork(out_id)
 
-    def merge_many(self, out_id: str, refs: list[Any]) -> list[dict[str, Any]]:
-        return self.w.merge_many(out_id, refs)
+    def merge_many(self, out_id: str, *assembled: Any) -> list[dict[str, Any]]:
+        return self.w.merge_many(out_id, *assembled)
 
     def finish(self, out_id: str) -> str:
         return self.w.finish(out_id)

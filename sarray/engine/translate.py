@@ -69,6 +69,11 @@ class TranslateConfig:
             ``2 * halo_px * scale`` output pixels wide.
         batch_size: tiles per actor call (two halve the Ray calls per tile; the tiles of a
             call still run one by one unless ``micro_batch`` says otherwise).
+        max_batch_size: tiles per actor call at most (None: ``batch_size`` or 8, the larger).
+            Calls of a fast replica grow from ``batch_size`` towards it while they last less
+            than ``BATCH_TARGET_S`` of model time (:mod:`sarray.config`): fewer Ray calls per
+            tile for the driver. Only with ``micro_batch`` 1, where the output does not depend
+            on how tiles are batched; set it to ``batch_size`` for calls of a fixed size.
         seed: global seed mixed into every tile's noise seed.
         consistency: ``multilook`` corrects the output smoothly so that its multilook (box
             average of intensity over scale x scale) reproduces the input; ``off`` keeps the raw
@@ -99,6 +104,7 @@ class TranslateConfig:
     chunk_px: int = 512
     halo_px: int = 16
     batch_size: int = 2
+    max_batch_size: int | None = None
     seed: int = 0
     consistency: str = "multilook"
     output: str = "speckled"
@@ -121,6 +127,10 @@ class TranslateConfig:
             raise ConfigError(f"`micro_batch` ({self.micro_batch!r}) must be a positive integer")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"`batch_size` ({self.batch_size!r}) must be a positive integer")
+        if self.max_batch_size is not None and (not isinstance(self.max_batch_size, int)
+                                                or self.max_batch_size < self.batch_size):
+            raise ConfigError(f"`max_batch_size` ({self.max_batch_size!r}) must be an integer of at "
+                              f"least `batch_size` ({self.batch_size}), or None")
         if self.consistency not in CONSISTENCY:
             raise ConfigError(f"`consistency` ({self.consistency!r}) must be one of {CONSISTENCY}")
         if self.output not in OUTPUTS:
@@ -134,6 +144,12 @@ class TranslateConfig:
         if self.out_scene is not None:
             validate_scene_id(self.out_scene)
         self.tile_spec()  # chunk/halo/scale consistency
+
+    def call_size_limit(self) -> int:
+        """Tiles per replica call at most (see ``max_batch_size``)."""
+        if self.micro_batch != 1:
+            return self.batch_size
+        return self.max_batch_size if self.max_batch_size is not None else max(self.batch_size, 8)
 
     def replica_config(self) -> dict[str, Any]:
         """The :class:`~sarray.models.replica.ReplicaConfig` fields for this run."""
@@ -316,26 +332,29 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
     import ray
     from tqdm.auto import tqdm
 
-    # 1. The job's output writer plans every scene (outputs created, or reopened to resume).
+    # 1. The job's output writer plans every scene (outputs created, or reopened to resume);
+    # 2. the pool starts meanwhile: its processes load the models while the writer plans.
     writer = start_writer(arch.url, out_arch.url, config.to_dict(), _provenance(arch, config, replica_cfg))
+    planned = [writer.prepare.remote(sid) for sid in scene_ids]
+    pool = assemblers = None
     try:
-        prepared = get([writer.prepare.remote(sid) for sid in scene_ids])
+        plan = plan_pool(config.replicas, config.device)
+        pool = ActorPool([start_actor(plan, config.replica_class, replica_cfg)
+                          for _ in range(plan.replicas)], slots=PREFETCH_BATCHES_PER_REPLICA)
+        assemblers = AssemblerPool(max(MIN_ASSEMBLERS, plan.replicas))
+        prepared = get(planned)
         summaries = {p.out_id: TranslateSummary(
             source_scene=p.scene_id, out_scene=p.out_id, chunks_total=p.chunks_total,
             status="exists" if p.info is None else "complete", replicas=config.replicas)
             for p in prepared}
         infos = {p.out_id: p.info for p in prepared if p.info is not None}
-        # 2. The pool, every model loaded before the first tile.
-        plan = plan_pool(config.replicas, config.device)
-        pool = ActorPool([start_actor(plan, config.replica_class, replica_cfg)
-                          for _ in range(plan.replicas)], slots=PREFETCH_BATCHES_PER_REPLICA)
-        assemblers = AssemblerPool(max(MIN_ASSEMBLERS, plan.replicas))
         bar = tqdm(total=sum(len(i.plan.todo) for i in infos.values()), unit="chunk",
                    desc=f"translate x{config.scale}", file=sys.stderr, disable=not progress,
                    dynamic_ncols=True)
         try:
             boxes = {o: [ray.put(i)] for o, i in infos.items()}  # fetched once per worker
-            # While the models load, every worker opens the first scene (queued behind __init__).
+            # Every model loaded before the first tile; meanwhile every worker opens the first
+            # scene (queued behind __init__).
             first = [next(iter(boxes.values()))] if boxes else []
             get([a.ready.remote() for a in pool.actors] + assemblers.ready()
                 + [a.warm.remote(b) for a in pool.actors for b in first]
@@ -354,14 +373,17 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
                 assembler=Assembler([i.plan for i in infos.values()], per_task=CHUNKS_PER_ASSEMBLY,
                                     key_of=lambda p: p.out_id),
                 summaries=summaries, batch_size=config.batch_size, progress=bar.update,
+                max_batch_size=config.call_size_limit(),
                 max_chunks_in_flight=CHUNKS_IN_FLIGHT_PER_REPLICA * plan.replicas, metrics=metrics,
             ).run()
         finally:
             bar.close()
-            pool.shutdown()
-            assemblers.shutdown()
             # 4. Every chunk merged so far is whole: commit it, so a rerun resumes after it.
             get(writer.flush_all.remote())
     finally:
+        if pool is not None:
+            pool.shutdown()
+        if assemblers is not None:
+            assemblers.shutdown()
         ray.kill(writer)
     return [summaries[config.out_scene_for(sid)] for sid in scene_ids]

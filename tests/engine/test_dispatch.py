@@ -83,3 +83,141 @@ def test_one_replica_keeps_its_next_call_queued_to_the_end() -> None:
         pool.release(d.tile_calls.pop(next(iter(d.tile_calls))).actor)
     d._feed()
     assert not d.queue and pool.load == [2]
+
+
+def _dispatcher(shapes, *, replicas: int = 1, batch: int = 2, max_batch: int | None = None,
+                writer=None, actors=None) -> Dispatcher:
+    plans = [ScenePlan.build(scene_id=f"s{i}", out_id=f"s{i}_x2", shape_in=sh, spec=SPEC)
+             for i, sh in enumerate(shapes)]
+    pool = ActorPool(actors or [_Actor() for _ in range(replicas)], slots=2)
+    return Dispatcher(pool=pool, writer=writer, assemble=None,
+                      infos={p.out_id: SimpleNamespace(plan=p) for p in plans},
+                      boxes={p.out_id: None for p in plans},
+                      assembler=SimpleNamespace(ready_count=0, add=lambda key, pred: None),
+                      summaries={p.out_id: SimpleNamespace(tiles=0, model_spans=[], retries=0)
+                                 for p in plans},
+                      batch_size=batch, max_batch_size=max_batch, max_chunks_in_flight=10**6,
+                      progress=lambda n: None)
+
+
+def _drain(d: Dispatcher) -> list[tuple[str, list]]:
+    """Feed until the queue is empty, every call returning at once; the calls in order."""
+    calls = []
+    while d.queue:
+        d._feed()
+        for ack in list(d.tile_calls):
+            call = d.tile_calls.pop(ack)
+            calls.append((call.out_id, call.keys))
+            d.pool.release(call.actor)
+    return calls
+
+
+@pytest.mark.parametrize(("batch", "replicas"), [(2, 1), (2, 2), (3, 2), (1, 2)])
+def test_calls_cover_every_tile_once_in_order_and_end_with_single_tiles(batch: int, replicas: int) -> None:
+    """The job's last replicas x batch_size tiles go one per call (little assembly is left when
+    the replicas finish); before, every call is a whole batch of one scene, but a scene's last
+    and the one that reaches the tail."""
+    d = _dispatcher([(128, 128), (64, 64)], replicas=replicas, batch=batch)
+    want = [(o, k) for o, i in d.infos.items() for k in sorted(i.plan.tiles)]
+    calls = _drain(d)
+    assert [(o, k) for o, ks in calls for k in ks] == want
+    tail = replicas * batch
+    flat_sizes = [len(ks) for _, ks in calls]
+    assert flat_sizes[len(flat_sizes) - tail:] == [1] * tail
+    head = calls[: len(calls) - tail]
+    last_of = {o: max(i.plan.tiles) for o, i in d.infos.items()}
+    assert all(len(ks) == batch or ks[-1] == last_of[o] for o, ks in head[:-1])
+
+
+def test_calls_grow_while_the_replicas_are_fast_and_never_mix_scenes(monkeypatch) -> None:
+    """Acks of short model calls grow the batch up to max_batch_size; slow ones keep it at
+    batch_size. A call never mixes two scenes, and the tail still goes one tile at a time."""
+    import sarray.engine.dispatch as dispatch
+
+    monkeypatch.setattr(dispatch, "get", lambda ack: ack[1])
+    for per_tile, want in [(0.001, 8), (dispatch.BATCH_TARGET_S / 3.5, 3), (2.0, 2)]:
+        d = _dispatcher([(224, 224), (128, 128)], batch=2, max_batch=8)  # 49 and 16 tiles
+        order = [(o, k) for o, i in d.infos.items() for k in sorted(i.plan.tiles)]
+        calls = []
+        while d.queue:
+            d._feed()
+            for ack in list(d.tile_calls):
+                call = d.tile_calls.pop(ack)
+                calls.append(call)
+                d._tiles_back(("ack", (1, "node", 0.0, per_tile * len(call.keys))), call)
+        assert [(c.out_id, k) for c in calls for k in c.keys] == order
+        sizes = [len(c.keys) for c in calls]
+        assert sizes[0] == 2 and max(sizes) == want and sizes[-2:] == [1, 1]
+        # Each call is one scene's: the first scene's last call stops at its last tile.
+        first = [c for c in calls if c.out_id == "s0_x2"]
+        assert first[-1].keys[-1] == max(d.infos["s0_x2"].plan.tiles)
+
+
+def test_a_failed_call_is_sent_again_tile_by_tile(monkeypatch) -> None:
+    """A failed batch goes back to the front of the queue one tile per call, with its attempts
+    counted, so that a tile that keeps failing is the one named."""
+    import ray
+
+    import sarray.engine.dispatch as dispatch
+
+    def fail(ack):
+        raise ray.exceptions.RayTaskError("predict", "boom", RuntimeError("boom"))
+
+    monkeypatch.setattr(dispatch, "get", fail)
+    d = _dispatcher([(256, 256)], batch=4, max_batch=4)
+    d._feed()
+    ack, call = next(iter(d.tile_calls.items()))
+    d._tiles_back(ack, d.tile_calls.pop(ack))
+    assert list(d.queue)[:4] == [(call.out_id, k, 1) for k in call.keys]
+    d._feed()
+    (again,) = [c for c in d.tile_calls.values() if c.attempts == 1]
+    assert again.keys == [call.keys[0]]
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.merged: list[tuple[str, int]] = []
+        outer = self
+
+        class _MergeMany:
+            def remote(self, out_id, *refs):
+                outer.merged.append((out_id, len(refs)))
+                return ("merge", next(_REFS))
+
+        self.merge_many = _MergeMany()
+
+
+def test_written_chunks_are_merged_a_commit_at_a_time_or_when_last(monkeypatch) -> None:
+    """One merge call per commit's worth of written chunks, or for a scene's last ones, or once
+    the oldest has waited MERGE_EVERY_S; not one per assembly call."""
+    import sarray.engine.dispatch as dispatch
+
+    clock = [100.0]
+    monkeypatch.setattr(dispatch.time, "monotonic", lambda: clock[0])
+    w = _Writer()
+    d = _dispatcher([(256, 256)], writer=w)
+    out = next(iter(d.infos))
+    d.left[out] = 40
+    for _ in range(3):  # 12 chunks in three assembly calls: not yet
+        d.unmerged.setdefault(out, []).append((("asm", next(_REFS)), 4))
+        d.unmerged_since.setdefault(out, clock[0])
+        d._merge()
+    assert w.merged == []
+    d.unmerged[out].append((("asm", next(_REFS)), 4))  # 16: a commit's worth
+    d._merge()
+    assert w.merged == [(out, 4)] and not d.unmerged
+    d.unmerged[out] = [(("asm", next(_REFS)), 4)]
+    d.unmerged_since[out] = clock[0]
+    clock[0] += dispatch.MERGE_EVERY_S - 0.1
+    d._merge()
+    assert len(w.merged) == 1 and 0 < d._merge_due_in() <= 0.1 + 1e-9
+    clock[0] += 0.1
+    d._merge()
+    assert w.merged[-1] == (out, 1)
+    # The scene's last chunks: 40 - 16 - 4 merging; these 20 are all that is left.
+    d.unmerged[out] = [(("asm", next(_REFS)), 4)]
+    d.unmerged_since[out] = clock[0]
+    d.merges = {("merge", 1): (out, 16), ("merge", 2): (out, 4)}
+    d.left[out] = 24
+    d._merge()
+    assert w.merged[-1] == (out, 1) and len(w.merged) == 3

@@ -59,22 +59,3 @@ def test_predictions_are_released_as_soon_as_no_chunk_needs_them() -> None:
         held.append(len(asm.predictions))
     assert max(held) <= 3  # a column: a chunk needs the rows above and below only
     assert asm.predictions == {}
-
-
-@pytest.mark.parametrize(("batch", "replicas"), [(2, 1), (2, 2), (3, 2), (1, 2)])
-def test_job_calls_cover_every_tile_once_in_order_and_end_with_single_tiles(batch: int, replicas: int) -> None:
-    """The job's last calls take one tile each, so that little assembly is left after the
-    replicas finish."""
-    from types import SimpleNamespace
-
-    from sarray.engine.dispatch import job_batches
-
-    plans = [_plan("a"), _plan("b", shape=(64, 64))]
-    infos = {p.out_id: SimpleNamespace(plan=p) for p in plans}
-    calls = job_batches(infos, batch, replicas)
-    flat = [(o, k) for o, ks in calls for k in ks]
-    assert flat == [(p.out_id, k) for p in plans for k in sorted(p.tiles)]
-    assert [len(ks) for _, ks in calls[-replicas:]] == [1] * replicas
-    # Before the tail, every call is a whole batch except a scene's last (12 tiles, then 4).
-    head = calls[: len(calls) - replicas * batch]
-    assert all(len(ks) == batch or ks[-1] == (2, 3) for _, ks in head)

@@ -38,11 +38,21 @@ def test_unknown_scene_fails_before_ray(arch: Path) -> None:
         ({"replicas": 0}, "`replicas`"),
         ({"consistency": "maybe"}, "`consistency`"),
         ({"micro_batch": 0}, "`micro_batch`"),
+        ({"batch_size": 4, "max_batch_size": 2}, "`max_batch_size` \\(2\\) must be an integer of at least `batch_size` \\(4\\)"),
     ],
 )
 def test_bad_config_is_refused(kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         TranslateConfig(**{"model": "tiny-random", **kwargs})
+
+
+def test_calls_grow_only_where_batching_cannot_change_the_output() -> None:
+    """Calls of fast replicas may grow (to 8 by default) only with micro_batch 1, where every
+    tile runs alone whatever its call; with micro batches they keep batch_size."""
+    assert TranslateConfig(model="tiny-random").call_size_limit() == 8
+    assert TranslateConfig(model="tiny-random", batch_size=12).call_size_limit() == 12
+    assert TranslateConfig(model="tiny-random", max_batch_size=3).call_size_limit() == 3
+    assert TranslateConfig(model="tiny-random", batch_size=4, micro_batch=2).call_size_limit() == 4
 
 
 def test_cli_bad_scale_exits_1_without_ray(arch: Path) -> None:
