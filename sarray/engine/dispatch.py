@@ -248,9 +248,14 @@ class Dispatcher:
     def _assemble(self) -> None:
         """Send ready chunks to assembly tasks (partial groups once an output gets no more tiles)."""
         fed = {c.out_id for c in self.tile_calls.values()} | {o for o, _, _ in self.queue}
-        # The job's last chunks go one per call, to whichever assembler is free, so that every
-        # assembler takes a share; before, a call goes home: by its columns (see AssemblerPool).
-        for b in self.assembler.batches(flush=set(self.infos) - fed, per_task=None if fed else 1):
+        # The job's last chunks are shared evenly among the assemblers (calls of fewer chunks,
+        # to whichever assembler is free), so that every assembler takes a share of the tail;
+        # before, a call goes home: by its columns (see AssemblerPool).
+        per_task = None
+        if not fed:
+            share = -(-self.assembler.ready_count // len(self.assemble.actors))
+            per_task = max(1, min(self.assembler.per_task, share))
+        for b in self.assembler.batches(flush=set(self.infos) - fed, per_task=per_task):
             if b.out_id not in self.forks:
                 self.forks[b.out_id] = self.writer.fork.remote(b.out_id)
             home = b.keys[0][1] // self.assembler.per_task if fed else None

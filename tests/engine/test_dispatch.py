@@ -221,3 +221,42 @@ def test_written_chunks_are_merged_a_commit_at_a_time_or_when_last(monkeypatch) 
     d.left[out] = 24
     d._merge()
     assert w.merged[-1] == (out, 1) and len(w.merged) == 3
+
+
+class _Assemblers:
+    def __init__(self, n: int) -> None:
+        self.actors = [None] * n
+        self.calls: list[tuple[list, int | None]] = []
+
+    def remote(self, box, keys, tile_keys, fork, *preds, home=None):
+        self.calls.append((keys, home))
+        return ("asm", next(_REFS))
+
+
+@pytest.mark.parametrize(("assemblers", "sizes"), [(2, [4, 4]), (3, [2, 3, 3]), (8, [1] * 8)])
+def test_the_jobs_last_chunks_are_shared_evenly_among_the_assemblers(assemblers: int, sizes: list) -> None:
+    """Once no tile is left anywhere, the ready chunks (here the last two chunk rows, which
+    needed the last tile row) go out in as many calls as there are assemblers, not one call per
+    chunk: every assembler still takes a share of the tail, for fewer Ray calls."""
+    from sarray.engine.plan import Assembler
+
+    d = _dispatcher([(128, 128)], writer=SimpleNamespace(fork=SimpleNamespace(remote=lambda o: "fork")))
+    plan = next(iter(d.infos.values())).plan
+    d.assembler = Assembler([plan], per_task=4, key_of=lambda p: p.out_id)
+    d.assemble = _Assemblers(assemblers)
+    d.queue.clear()
+    last_row = max(r for r, _ in plan.tiles)
+    for r, c in sorted(plan.tiles):  # every tile but the last row's: the first rows go home
+        if r < last_row:
+            d.assembler.add((plan.out_id, r, c), "pred")
+    d.tile_calls[("ack", 0)] = SimpleNamespace(out_id=plan.out_id, keys=[(last_row, 0)])
+    d._assemble()
+    homed = list(d.assemble.calls)
+    assert homed and all(len(k) == 4 and h is not None for k, h in homed)
+    d.tile_calls.clear()
+    for c in range(plan.grid[1]):
+        d.assembler.add((plan.out_id, last_row, c), "pred")
+    d._assemble()
+    tail = d.assemble.calls[len(homed):]
+    assert sorted(len(k) for k, _ in tail) == sizes and all(h is None for _, h in tail)
+    assert sorted(k for keys, _ in d.assemble.calls for k in keys) == sorted(plan.todo)
