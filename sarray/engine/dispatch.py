@@ -90,6 +90,7 @@ class Dispatcher:
         self.tile_s: float | None = None  # model seconds per tile, a running average
         # (output, tile key, failed attempts so far), in the job's order.
         self.queue = collections.deque((o, k, 0) for o, k in job_tiles(infos))
+        self.queued = collections.Counter(o for o, _, _ in self.queue)  # tiles queued per output
         # The job's last tiles go one per call (the chunks around them can only be assembled
         # once they are back: smaller calls leave less work after the replicas have finished),
         # and with several replicas greedily, to an idle one.
@@ -137,7 +138,7 @@ class Dispatcher:
             self._merge()
             if self.metrics is not None and self.metrics.due():
                 self.metrics.tick(
-                    queued=self._tiles_by_output((o, [k]) for o, k, _ in self.queue),
+                    queued=dict(self.queued),
                     in_flight=self._tiles_by_output((c.out_id, c.keys) for c in self.tile_calls.values()))
         if self.metrics is not None:
             self.metrics.tick(queued={}, in_flight={}, force=True)  # zeros, and the last line
@@ -187,6 +188,9 @@ class Dispatcher:
         while (not attempts and len(keys) < n and self.queue[0][0] == out_id
                and not self.queue[0][2]):
             keys.append(self.queue.popleft()[1])
+        self.queued[out_id] -= len(keys)
+        if not self.queued[out_id]:
+            del self.queued[out_id]
         return out_id, keys, attempts
 
     def _merge_due_in(self) -> float | None:
@@ -235,6 +239,7 @@ class Dispatcher:
             # one named (and the others of its batch go on).
             for key in reversed(call.keys):
                 self.queue.appendleft((call.out_id, key, attempts))
+            self.queued[call.out_id] += len(call.keys)
             return
         summary.tiles += len(call.keys)
         summary.model_spans.append((pid, node, m0, m1))
@@ -247,7 +252,7 @@ class Dispatcher:
 
     def _assemble(self) -> None:
         """Send ready chunks to assembly tasks (partial groups once an output gets no more tiles)."""
-        fed = {c.out_id for c in self.tile_calls.values()} | {o for o, _, _ in self.queue}
+        fed = {c.out_id for c in self.tile_calls.values()} | set(self.queued)
         # The job's last chunks are shared evenly among the assemblers (calls of fewer chunks,
         # to whichever assembler is free), so that every assembler takes a share of the tail;
         # before, a call goes home: by its columns (see AssemblerPool).

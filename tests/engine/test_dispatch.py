@@ -119,8 +119,9 @@ def test_calls_cover_every_tile_once_in_order_and_end_with_single_tiles(batch: i
     and the one that reaches the tail."""
     d = _dispatcher([(128, 128), (64, 64)], replicas=replicas, batch=batch)
     want = [(o, k) for o, i in d.infos.items() for k in sorted(i.plan.tiles)]
+    assert sum(d.queued.values()) == len(want)
     calls = _drain(d)
-    assert [(o, k) for o, ks in calls for k in ks] == want
+    assert [(o, k) for o, ks in calls for k in ks] == want and not d.queued
     tail = replicas * batch
     flat_sizes = [len(ks) for _, ks in calls]
     assert flat_sizes[len(flat_sizes) - tail:] == [1] * tail
@@ -169,6 +170,7 @@ def test_a_failed_call_is_sent_again_tile_by_tile(monkeypatch) -> None:
     ack, call = next(iter(d.tile_calls.items()))
     d._tiles_back(ack, d.tile_calls.pop(ack))
     assert list(d.queue)[:4] == [(call.out_id, k, 1) for k in call.keys]
+    assert d.queued == {call.out_id: len(d.queue)}  # what tells the assembly an output is fed
     d._feed()
     (again,) = [c for c in d.tile_calls.values() if c.attempts == 1]
     assert again.keys == [call.keys[0]]
@@ -245,6 +247,7 @@ def test_the_jobs_last_chunks_are_shared_evenly_among_the_assemblers(assemblers:
     d.assembler = Assembler([plan], per_task=4, key_of=lambda p: p.out_id)
     d.assemble = _Assemblers(assemblers)
     d.queue.clear()
+    d.queued.clear()
     last_row = max(r for r, _ in plan.tiles)
     for r, c in sorted(plan.tiles):  # every tile but the last row's: the first rows go home
         if r < last_row:
