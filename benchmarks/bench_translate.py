@@ -413,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         return _partial(args, work, results, None)
     slow = driver_run(work, args.driver_scenes, 1024, "sarray.testing.replicas:SlowIdentityReplica")
     ray.shutdown()
-    drv = {"runs": list(driver.values()),
+    drv = {"measured": {k: v for k, v in environment("cpu").items() if k in ("commit", "date")},
+           "runs": list(driver.values()),
            "driver_cpu_s_per_mpx_median": median(d["driver_cpu_s_per_mpx"] for d in driver.values()),
            "engine_mpx_s_median": median(d["engine_mpx_s"] for d in driver.values()),
            # With a replica of fixed cost per tile (the model is the bottleneck, as on GPUs):
