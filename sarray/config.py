@@ -17,9 +17,9 @@ PREFETCH_BATCHES_PER_REPLICA = 2
 
 # A replica call's model time that the engine aims for: the calls of a fast replica (a few-step
 # sampler on a GPU, the identity stand-in) take more tiles, up to TranslateConfig.max_batch_size,
-# until one lasts about this long. A Ray call costs the driver about a millisecond of CPU however
-# many tiles it carries; half a second of model time per call keeps that under 0.5%, and the
-# job's tail (single-tile calls) is unchanged.
+# until one lasts about this long. A Ray call costs the driver one to a few milliseconds of CPU
+# however many tiles it carries (measured on 2 slow cores); half a second of model time per call
+# keeps that under 1%. The job's tail (single-tile calls) is unchanged.
 BATCH_TARGET_S = 0.5
 
 # Attempts of one tile before the translate job stops with an error naming it.
@@ -55,7 +55,7 @@ INGEST_WAVE_MPX = 32
 
 # Chunks in flight per replica (ready, or in assembly: the ones whose predictions are held):
 # enough that a replica never waits for the assembly of the previous scene's last rows (a scene
-# boundary releases two rows of chunks at once), few enough that the predictions waiting in the object store stay bounded
-# whatever the scene's size (about 24 x 18 / 4 predictions per replica). The projection sizes
-# the object store from it.
+# boundary releases two rows of chunks at once), few enough that the predictions waiting in the
+# object store stay bounded whatever the scene's size (about 24 x 18 / 4 predictions per
+# replica). The projection sizes the object store from it.
 CHUNKS_IN_FLIGHT_PER_REPLICA = 24
