@@ -21,6 +21,14 @@ Writes ``benchmarks/results/bench_translate.json`` and ``.png``.
    total is timed too (``bare_one_process_threads_s``): on a CPU, two threads of one process
    share one copy of the weights in cache and run faster than two processes, a gap that is the
    machine's, not the engine's (GPU replicas do not share a device).
+   With CPU replicas on as many cores as replicas, the engine's own per-pixel work (reads,
+   blend, speckle, consistency, writes) and Ray's daemons take cores the bare replicas have to
+   themselves; each run records where the cores went from the first model call to the last
+   chunk written (``cpu_share_by_role``: replicas, assemblers, writer, driver, Ray's own
+   processes, the rest; sampled from /proc every 0.25 s) and the job's fill and drain
+   (``fill_drain_s``). The ``2_replica_device_bound`` scenario runs replicas whose model time
+   leaves the CPU free (a sleep per tile, as a GPU replica's does), against bare replicas of
+   the same: the engine's overhead when it does not compete with the model for the cores.
 2. Memory. A 2048^2 and an 8192^2 float32 scene (16x the area) are translated x2 with the
    identity stand-in replica (the model is not what is measured; the engine's buffers, reads
    and writes are), each in a fresh driver process that starts its own Ray. Reported: the
@@ -40,6 +48,7 @@ Writes ``benchmarks/results/bench_translate.json`` and ``.png``.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import queue
@@ -47,6 +56,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -79,14 +89,16 @@ def load_bare(arch: str | Path, scene: str, cfg, threads: int, index: int = 0, n
     from sarray.archive.store import Archive
     from sarray.engine.output import replica_meta
     from sarray.engine.work import read_tiles
-    from sarray.models.replica import Replica, ReplicaConfig
+    from sarray.engine.pool import import_object
+    from sarray.models.replica import ReplicaConfig
     from sarray.tiles.grid import iter_tiles
 
     torch.set_num_threads(threads)
     a = Archive(arch)
     ds = a.open_scene(scene)
     meta = replica_meta(dict(ds.attrs))
-    replica = Replica(ReplicaConfig.from_dict({**cfg.replica_config(), "device": "cpu"}))
+    replica = import_object(cfg.replica_class)(
+        ReplicaConfig.from_dict({**cfg.replica_config(), "device": "cpu"}))
     grid = list(iter_tiles(ds["backscatter"].shape[1:], cfg.tile_spec()))[index::n]
     # The engine's own tile read (the windows a replica reads, padded the same way).
     tiles = list(zip(grid, read_tiles(a.url, scene, ds.encoding["snapshot"], grid)))
@@ -230,6 +242,77 @@ def rss_run(work: Path, size: int) -> dict:
     return {**json.loads(out.strip().splitlines()[-1]), "tree_pss_peak_mib": peak}
 
 
+# Processes of a job by what they do (Ray titles a worker ``ray::<Actor class>[.<method>]``);
+# the rest of the tree is Ray's own (raylet, GCS, agents, idle workers).
+ROLES = {"ReplicaActor": "replicas", "AssemblerActor": "assemblers", "OutputWriterActor": "writer"}
+
+
+class CpuByRole:
+    """CPU seconds of this process's tree by role (replicas, assemblers, writer, driver, Ray's
+    own processes), sampled every ``every`` s in a thread, to be read over any window of time
+    with :meth:`between`. The sampler's own CPU is left out of the driver's."""
+
+    def __init__(self, every: float = 0.25) -> None:
+        import psutil
+
+        self.every = every
+        self.me = psutil.Process()
+        self.samples: list[tuple[float, dict[int, float]]] = []
+        self.roles: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> CpuByRole:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _role(self, p) -> str:
+        if p.pid == self.me.pid:
+            return "driver"
+        cmd = p.cmdline()
+        word = cmd[0].split()[0] if cmd and cmd[0] else ""
+        return ROLES.get(word.removeprefix("ray::").split(".")[0], "ray") if word.startswith("ray::") else "ray"
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            cpu: dict[int, float] = {}
+            for p in [self.me, *self.me.children(recursive=True)]:
+                try:
+                    t = p.cpu_times()
+                    role = self._role(p)
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                cpu[p.pid] = t.user + t.system
+                if self.roles.get(p.pid, "ray") == "ray":  # an idle worker may become an actor
+                    self.roles[p.pid] = role
+            cpu[-1] = time.thread_time()  # the sampler itself, taken off the driver's
+            self.samples.append((time.time(), cpu))
+            self._stop.wait(self.every)
+
+    def between(self, t0: float, t1: float) -> dict[str, float]:
+        """CPU seconds per role from ``t0`` to ``t1`` (``time.time()``; to the nearest samples),
+        with ``elsewhere``: the cores' seconds this process tree did not use (idle, or taken by
+        other processes of the machine, or by the hypervisor on a shared host)."""
+        inside = [s for s in self.samples if t0 <= s[0] <= t1]
+        if len(inside) < 2:
+            return {}
+        first, last = inside[0][1], inside[-1][1]
+        out: dict[str, float] = collections.defaultdict(float)
+        for pid, c in last.items():
+            if pid >= 0:
+                out[self.roles.get(pid, "ray")] += c - first.get(pid, c)
+        out["driver"] -= last[-1] - first[-1]
+        span = inside[-1][0] - inside[0][0]
+        out["elsewhere"] = max(0.0, (os.cpu_count() or 1) * span - sum(out.values()))
+        return dict(out)
+
+
 _COLD_CHILD = """
 import json, sys
 from pathlib import Path
@@ -288,9 +371,9 @@ def driver_run(work: Path, n_scenes: int, edge: int,
         ingest([tif], arch, IngestConfig(units="linear"))
         ids.append(f"d{i}_vv")
     cfg = TranslateConfig(scale=2, replica_class=replica)
-    c0, w0 = time.process_time(), time.perf_counter()
+    c0, t0, w0 = time.process_time(), time.thread_time(), time.perf_counter()
     res = translate(arch, ids, cfg, progress=False)
-    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    cpu, main, wall = time.process_time() - c0, time.thread_time() - t0, time.perf_counter() - w0
     mpx = sum(r.output_px for r in res) / 1e6
     spans = sorted((sp for r in res for sp in r.model_spans), key=lambda sp: sp[2])
     start, end = spans[0][2], max(sp[3] for sp in spans)
@@ -302,7 +385,10 @@ def driver_run(work: Path, n_scenes: int, edge: int,
     for a, b in zip(res, res[1:]):
         gaps.append(min(sp[2] for sp in b.model_spans) - max(sp[3] for sp in a.model_spans))
     out = {"replica": replica, "scenes": n_scenes, "edge_px": edge, "output_mpx": mpx, "driver_cpu_s": cpu,
-           "driver_cpu_s_per_mpx": cpu / mpx, "wall_s": wall, "engine_mpx_s": mpx / wall,
+           "driver_cpu_s_per_mpx": cpu / mpx,
+           # The driver's main thread (the engine's loop and Ray's calling side); the rest of
+           # driver_cpu_s is Ray's own threads in the driver process.
+           "driver_main_thread_cpu_s": main, "wall_s": wall, "engine_mpx_s": mpx / wall,
            "replica_idle_share": 1 - busy / (replicas * (end - start)),
            "gap_between_scenes_s": gaps, "max_gap_between_scenes_s": max(gaps) if gaps else 0.0}
     shutil.rmtree(arch, ignore_errors=True)
@@ -346,6 +432,12 @@ def main(argv: list[str] | None = None) -> int:
         name="2_replica_light", replicas=2, options=(("output", "reflectivity"), ("consistency", "off")),
         note="the same without speckle and consistency: the engine's own overhead (scheduling, "
              "reads, blend, writes, commits) when the per-chunk work is light"))
+    scenarios.append(Scenario(
+        name="2_replica_device_bound", replicas=2,
+        options=(("replica_class", "sarray.testing.replicas:DeviceBoundReplica"),),
+        note="replicas whose model time leaves the CPU free (one second per tile, asleep), as a "
+             "GPU replica does: the engine's reads, blends and writes no longer compete with the "
+             "model for the cores, only its scheduling and its fill and drain remain"))
     if args.scenarios:
         unknown = set(args.scenarios) - {sc.name for sc in scenarios}
         if unknown:
@@ -363,11 +455,21 @@ def main(argv: list[str] | None = None) -> int:
         chunk_cpu: list[float] = []
         chunk_write: list[float] = []
         cells: list[int] = []
+        shares: list[dict[str, float]] = []
+        fill_drain: list[float] = []
         for i in range(args.repeats):
             cfg = TranslateConfig(model="tiny-random", scale=4, replicas=sc.replicas,
                                   out_scene=f"{sc.name.replace('_', '-')}-{i}", **dict(sc.options))
-            (s,) = translate(arch, [eff_scene], cfg, progress=False)
+            with CpuByRole() as sampler:
+                (s,) = translate(arch, [eff_scene], cfg, progress=False)
             engine_s.append(s.compute_s)
+            # Where the cores went from the first model call to the last chunk written, and
+            # the job's fill and drain (compute_s beyond the replicas' first-to-last call).
+            first, last = min(sp[2] for sp in s.model_spans), max(sp[3] for sp in s.model_spans)
+            by_role = sampler.between(first, max(w["t"] for w in s.writes))
+            total = sum(by_role.values()) or 1.0
+            shares.append({k: v / total for k, v in by_role.items()})
+            fill_drain.append(s.compute_s - (last - first))
             chunk_cpu.extend(w["compute_cpu_s"] for w in s.writes)
             chunk_write.extend(w["write_s"] for w in s.writes)
             cells.extend(w["cells_blended"] for w in s.writes)
@@ -375,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             bare_s.append(bare_replicas(arch, eff_scene, cfg, sc.replicas,
                                         threads=plan_pool(sc.replicas, "cpu").torch_threads,
                                         niceness=niceness))
-            if i == 0:  # a reference only: once
+            if i == 0 and "replica_class" not in dict(sc.options):  # a CPU reference, once
                 threads_s.append(bare_replica(arch, eff_scene, cfg, threads=sc.replicas))
             print(f"{sc.name} run {i}: engine {s.compute_s:.2f} s (wall {s.wall_s:.1f} s), "
                   f"bare {bare_s[-1]:.2f} s, pair {bare_s[-1] / s.compute_s:.3f}", file=sys.stderr)
@@ -398,7 +500,16 @@ def main(argv: list[str] | None = None) -> int:
             "chunk_write_ms_median": 1e3 * median(chunk_write),
             # Band cells blended per chunk (each assembler's cell cache spares the others).
             "cells_blended_per_chunk": sum(cells) / len(cells),
-            "efficiency_vs_one_process_threads": median(threads_s) / median(engine_s),
+            "efficiency_vs_one_process_threads": median(threads_s) / median(engine_s) if threads_s else None,
+            # Share of the machine's cores per role (median over runs) from the first model call
+            # to the last chunk written: replicas, assemblers, writer, driver, Ray's own
+            # processes (raylet, GCS, agents, idle workers) and elsewhere (see CpuByRole).
+            "cpu_share_by_role": {k: median(sh.get(k, 0.0) for sh in shares)
+                                  for k in sorted({k for sh in shares for k in sh})},
+            # Seconds of compute_s outside the replicas' first-to-last model call: the first
+            # tiles' read and the last chunks' assembly, write and merge.
+            "fill_drain_s": fill_drain,
+            "fill_drain_share": median(f / e for f, e in zip(fill_drain, engine_s)),
             # A partial run (--scenarios) keeps the other scenarios' entries: each says when.
             "measured": {k: v for k, v in environment("cpu").items() if k in ("commit", "date")},
         }
@@ -439,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "environment": environment("cpu"),
         "scenarios": [asdict(s) for s in scenarios],
-        "efficiency": results,
+        "efficiency": {**previous_efficiency(args.out), **results},
         "peak_rss": rss,
         "rss_ratio_large_over_small": rss[large]["rss_mib"] / rss[small]["rss_mib"],
         "tree_pss_ratio_large_over_small": rss[large]["tree_pss_peak_mib"] / rss[small]["tree_pss_peak_mib"],
@@ -459,6 +570,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {path}")
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def previous_efficiency(out: Path) -> dict:
+    """The efficiency scenarios of the results file in ``out`` (none if there is none): a run
+    that measures some scenarios, or none, keeps the others' entries (each says when)."""
+    path = out / "bench_translate.json"
+    return json.loads(path.read_text()).get("efficiency", {}) if path.is_file() else {}
 
 
 def _partial(args: argparse.Namespace, work: Path, efficiency: dict, driver: dict | None) -> int:

@@ -54,7 +54,7 @@ def run():
 run()
 mode = sys.argv[1] if len(sys.argv) > 1 else "time"
 if mode == "prof":
-    pr = cProfile.Profile(); pr.enable(); run(); pr.disable(); pstats.Stats(pr).sort_stats("tottime").print_stats(18)
+    pr = cProfile.Profile(); pr.enable(); run(); pr.disable(); pstats.Stats(pr).sort_stats(sys.argv[2] if len(sys.argv) > 2 else "tottime").print_stats(40)
 else:
     meds = [np.median(run()) for _ in range(5)]
     print("compute per chunk ms (median of runs):", round(1000*np.median(meds), 1), [round(1000*m,1) for m in meds])

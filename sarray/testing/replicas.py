@@ -51,6 +51,14 @@ class SlowIdentityReplica(IdentityReplica):
         return super().__call__(batch)
 
 
+class DeviceBoundReplica(SlowIdentityReplica):
+    """The identity at one second per tile, spent off the CPU (a sleep): the cost profile of a
+    GPU replica, whose model leaves the host's cores to the engine's reads, blends and writes.
+    Benchmarks compare the engine with bare replicas of it on a machine with no GPU."""
+
+    SECONDS_PER_TILE = 1.0
+
+
 class CrashOnceReplica(SpeckleReplica):
     """Kills its own process the first time it sees tile ``(1, 1)``, as a dying GPU worker would.
 
