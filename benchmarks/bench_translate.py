@@ -138,10 +138,11 @@ def ray_worker_niceness() -> int:
     return ray.get(ray.remote(num_cpus=0)(lambda: os.nice(0)).remote())
 
 
-def bare_replicas(arch: Path, scene: str, cfg, n: int, threads: int, niceness: int) -> float:
-    """Seconds for ``n`` bare Replica processes (``threads`` torch threads each and the
-    ``niceness`` of Ray's workers, as the engine's actors get) to run every tile of the engine's
-    grid between them, started together after their models load: the replicas alone, with no
+def bare_replicas(arch: Path, scene: str, cfg, n: int, threads: int,
+                  niceness: int) -> tuple[float, float]:
+    """The span (``time.time()`` of the first start and the last end) of ``n`` bare Replica
+    processes (``threads`` torch threads each and the ``niceness`` of Ray's workers, as the
+    engine's actors get) running every tile of the engine's grid between them, started together after their models load: the replicas alone, with no
     engine around them, at the same scheduling priority against the rest of the machine."""
     import multiprocessing as mp
 
@@ -161,7 +162,7 @@ def bare_replicas(arch: Path, scene: str, cfg, n: int, threads: int, niceness: i
                 raise RuntimeError(f"bare replica process failed (exit {dead[0]})") from None
     for p in procs:
         p.join()
-    return max(e for _, e in spans) - min(s for s, _ in spans)
+    return min(s for s, _ in spans), max(e for _, e in spans)
 
 
 def efficiency_scene(work: Path, arch: Path, n: int) -> str:
@@ -274,6 +275,8 @@ class CpuByRole:
         if p.pid == self.me.pid:
             return "driver"
         cmd = p.cmdline()
+        if any("multiprocessing.spawn" in c for c in cmd):
+            return "bare"  # a bare replica process (bare_replicas)
         word = cmd[0].split()[0] if cmd and cmd[0] else ""
         return ROLES.get(word.removeprefix("ray::").split(".")[0], "ray") if word.startswith("ray::") else "ray"
 
@@ -456,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         chunk_write: list[float] = []
         cells: list[int] = []
         shares: list[dict[str, float]] = []
+        bare_share: list[float] = []
         fill_drain: list[float] = []
         for i in range(args.repeats):
             cfg = TranslateConfig(model="tiny-random", scale=4, replicas=sc.replicas,
@@ -474,9 +478,13 @@ def main(argv: list[str] | None = None) -> int:
             chunk_write.extend(w["write_s"] for w in s.writes)
             cells.extend(w["cells_blended"] for w in s.writes)
             walls.append(s.wall_s)
-            bare_s.append(bare_replicas(arch, eff_scene, cfg, sc.replicas,
-                                        threads=plan_pool(sc.replicas, "cpu").torch_threads,
-                                        niceness=niceness))
+            with CpuByRole() as sampler:
+                b0, b1 = bare_replicas(arch, eff_scene, cfg, sc.replicas,
+                                       threads=plan_pool(sc.replicas, "cpu").torch_threads,
+                                       niceness=niceness)
+            bare_s.append(b1 - b0)
+            by_role = sampler.between(b0, b1)
+            bare_share.append(by_role.get("bare", 0.0) / (sum(by_role.values()) or 1.0))
             if i == 0 and "replica_class" not in dict(sc.options):  # a CPU reference, once
                 threads_s.append(bare_replica(arch, eff_scene, cfg, threads=sc.replicas))
             print(f"{sc.name} run {i}: engine {s.compute_s:.2f} s (wall {s.wall_s:.1f} s), "
@@ -509,6 +517,9 @@ def main(argv: list[str] | None = None) -> int:
             # Seconds of compute_s outside the replicas' first-to-last model call: the first
             # tiles' read and the last chunks' assembly, write and merge.
             "fill_drain_s": fill_drain,
+            # The bare replicas' share of the cores over their own span (the same sampling):
+            # against the engine's replicas' share, what the engine's neighbours cost them.
+            "bare_cpu_share": median(bare_share),
             "fill_drain_share": median(f / e for f, e in zip(fill_drain, engine_s)),
             # A partial run (--scenarios) keeps the other scenarios' entries: each says when.
             "measured": {k: v for k, v in environment("cpu").items() if k in ("commit", "date")},
