@@ -142,8 +142,9 @@ def bare_replicas(arch: Path, scene: str, cfg, n: int, threads: int,
                   niceness: int) -> tuple[float, float]:
     """The span (``time.time()`` of the first start and the last end) of ``n`` bare Replica
     processes (``threads`` torch threads each and the ``niceness`` of Ray's workers, as the
-    engine's actors get) running every tile of the engine's grid between them, started together after their models load: the replicas alone, with no
-    engine around them, at the same scheduling priority against the rest of the machine."""
+    engine's actors get) running every tile of the engine's grid between them, started together
+    after their models load: the replicas alone, with no engine around them, at the same
+    scheduling priority against the rest of the machine."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -305,11 +306,17 @@ class CpuByRole:
         inside = [s for s in self.samples if t0 <= s[0] <= t1]
         if len(inside) < 2:
             return {}
-        first, last = inside[0][1], inside[-1][1]
+        first: dict[int, float] = {}  # each process's CPU at its first sample in the window
+        for _, cpu in inside:
+            for pid, c in cpu.items():
+                first.setdefault(pid, c)
+        last: dict[int, float] = {}  # and at its last (a process may end within the window)
+        for _, cpu in inside:
+            last.update(cpu)
         out: dict[str, float] = collections.defaultdict(float)
         for pid, c in last.items():
             if pid >= 0:
-                out[self.roles.get(pid, "ray")] += c - first.get(pid, c)
+                out[self.roles.get(pid, "ray")] += c - first[pid]
         out["driver"] -= last[-1] - first[-1]
         span = inside[-1][0] - inside[0][0]
         out["elsewhere"] = max(0.0, (os.cpu_count() or 1) * span - sum(out.values()))
