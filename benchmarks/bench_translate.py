@@ -289,12 +289,13 @@ class CpuByRole:
             for p in [self.me, *self.me.children(recursive=True)]:
                 try:
                     t = p.cpu_times()
-                    role = self._role(p)
+                    # Read a process's role until it has one of its own (an idle Ray worker
+                    # may become an actor); then no more /proc reads for it.
+                    if self.roles.get(p.pid, "ray") == "ray":
+                        self.roles[p.pid] = self._role(p)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
                 cpu[p.pid] = t.user + t.system
-                if self.roles.get(p.pid, "ray") == "ray":  # an idle worker may become an actor
-                    self.roles[p.pid] = role
             cpu[-1] = time.thread_time()  # the sampler itself, taken off the driver's
             self.samples.append((time.time(), cpu))
             self._stop.wait(self.every)
@@ -306,12 +307,13 @@ class CpuByRole:
         inside = [s for s in self.samples if t0 <= s[0] <= t1]
         if len(inside) < 2:
             return {}
-        first: dict[int, float] = {}  # each process's CPU at its first sample in the window
+        # Each process's CPU at its first and at its last sample in the window (a process may
+        # start or end within it).
+        first: dict[int, float] = {}
+        last: dict[int, float] = {}
         for _, cpu in inside:
             for pid, c in cpu.items():
                 first.setdefault(pid, c)
-        last: dict[int, float] = {}  # and at its last (a process may end within the window)
-        for _, cpu in inside:
             last.update(cpu)
         out: dict[str, float] = collections.defaultdict(float)
         for pid, c in last.items():

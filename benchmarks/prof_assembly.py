@@ -4,9 +4,10 @@ The bundled Sentinel-1 sample is planned as the engine plans it (x4, default chu
 chunk is assembled from stand-in predictions (the input upsampled times exponential speckle)
 the way an assembler does (`sarray.engine.work.blend_chunk_of`, then `block_stats`), in one
 process with the cell cache. Prints the median thread CPU per chunk over 5 passes; with `prof`,
-a cProfile of one pass instead. Issue 9's remaining gap is this figure (about 26 ms here).
+a cProfile of one pass instead (sorted by ``tottime``, or by the pstats key given after it).
+Issue 9's remaining gap is this figure (about 26 ms here).
 
-Run: python benchmarks/prof_assembly.py [prof]
+Run: python benchmarks/prof_assembly.py [prof [cumulative]]
 """
 import sys, tempfile, time, cProfile, pstats
 import numpy as np
