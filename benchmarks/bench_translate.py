@@ -29,6 +29,9 @@ Writes ``benchmarks/results/bench_translate.json`` and ``.png``.
    (``fill_drain_s``). The ``2_replica_device_bound`` scenario runs replicas whose model time
    leaves the CPU free (a sleep per tile, as a GPU replica's does), against bare replicas of
    the same: the engine's overhead when it does not compete with the model for the cores.
+   The ``2_replica_cpu_bound`` scenario runs CPU replicas of a fixed CPU cost per tile (3 s,
+   about three times the tiny model's): on CPU replicas the engine's work per chunk is fixed,
+   so its share, and the efficiency, follow the model's cost per tile.
 2. Memory. A 2048^2 and an 8192^2 float32 scene (16x the area) are translated x2 with the
    identity stand-in replica (the model is not what is measured; the engine's buffers, reads
    and writes are), each in a fresh driver process that starts its own Ray. Reported: the
@@ -420,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the efficiency scene is the sample repeated this many times side by side")
     p.add_argument("--scenarios", nargs="+", default=None,
                    help="efficiency scenarios to run (default: all of 1_replica, 2_replica, "
-                        "2_replica_light)")
+                        "2_replica_light, 2_replica_device_bound, 2_replica_cpu_bound)")
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                    help="what to measure (default: all); a partial run updates only those parts "
                         "of the results file")
@@ -450,6 +453,11 @@ def main(argv: list[str] | None = None) -> int:
         note="replicas whose model time leaves the CPU free (one second per tile, asleep), as a "
              "GPU replica does: the engine's reads, blends and writes no longer compete with the "
              "model for the cores, only its scheduling and its fill and drain remain"))
+    scenarios.append(Scenario(
+        name="2_replica_cpu_bound", replicas=2,
+        options=(("replica_class", "sarray.testing.replicas:CpuBoundReplica"),),
+        note="CPU replicas heavier than the tiny model (3 CPU seconds per tile, in torch): the "
+             "engine's fixed work per chunk against a model's cost on the same cores"))
     if args.scenarios:
         unknown = set(args.scenarios) - {sc.name for sc in scenarios}
         if unknown:

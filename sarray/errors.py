@@ -41,3 +41,10 @@ class ChunkError(ArchiveError):
 
 class CommitConflictError(ArchiveError):
     """A commit that kept conflicting with concurrent writers after every retry."""
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of a library's error (at most ``limit`` characters), or its type's name
+    when it has no text: what a one-line message quotes of the cause."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from sarray.archive.layout import POLARISATIONS
-from sarray.errors import IngestError
+from sarray.errors import IngestError, first_line
 from sarray.ingest.config import IngestConfig
 from sarray.ingest.source import (
     Georef,
@@ -89,7 +89,7 @@ def _probe(path: Path) -> _FileInfo:
             )
     except RasterioIOError as e:
         what = "no such object, or not a readable raster" if remote else "not a readable raster"
-        raise IngestError(f"{path}: {what} ({_short(e)})") from None
+        raise IngestError(f"{path}: {what} ({first_line(e)})") from None
     try:
         # Read one pixel at each end: catches most truncated files before anything is written.
         with _env(path), rasterio.open(str(path)) as ds:
@@ -97,7 +97,7 @@ def _probe(path: Path) -> _FileInfo:
             for row, col in ((0, 0), (max(h - 1, 0), max(w - 1, 0))):
                 ds.read(1, window=rasterio.windows.Window(col, row, 1, 1))
     except Exception as e:
-        raise IngestError(f"{path}: truncated or corrupt raster, read failed ({_short(e)})") from None
+        raise IngestError(f"{path}: truncated or corrupt raster, read failed ({first_line(e)})") from None
     bad = [d for d in info.dtypes if d not in SUPPORTED_DTYPES]
     if bad:
         raise IngestError(
@@ -118,10 +118,6 @@ def _env(path: Any) -> Any:
     from sarray.archive.location import gdal_s3_options
 
     return rasterio.Env(**gdal_s3_options())
-
-
-def _short(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
 
 
 class _WindowReader:
@@ -190,7 +186,7 @@ class _WindowReader:
             except Exception as e:  # rasterio raises several types on damaged files
                 raise IngestError(
                     f"{path}: read failed at rows {r0}:{r1}, cols {c0}:{c1} "
-                    f"(truncated or corrupt raster?): {_short(e)}"
+                    f"(truncated or corrupt raster?): {first_line(e)}"
                 ) from None
             out[i:j] = _to_float32(raw, self._nodata.get(path))
             i = j
@@ -245,7 +241,7 @@ def _infer_units(infos: list[_FileInfo], config: IngestConfig) -> tuple[str, str
                 sample = ds.read(1, out_shape=(min(h, 256), min(w, 256))).astype(np.float64)
         except Exception as e:
             raise IngestError(
-                f"{infos[0].path}: truncated or corrupt raster, read failed ({_short(e)})"
+                f"{infos[0].path}: truncated or corrupt raster, read failed ({first_line(e)})"
             ) from None
         if infos[0].nodata is not None:
             sample = sample[sample != infos[0].nodata]

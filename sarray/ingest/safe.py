@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sarray.errors import IngestError
+from sarray.errors import IngestError, first_line
 from sarray.ingest.config import IngestConfig
 from sarray.ingest.source import Georef, SceneSource, default_scene_id
 
@@ -52,7 +52,7 @@ def open_safe(path: Path, config: IngestConfig) -> SceneSource:
     try:
         root = xs.open_sentinel1_dataset(str(path))
     except Exception as e:
-        raise IngestError(f"{path}: cannot read the SAFE manifest ({_short(e)})") from None
+        raise IngestError(f"{path}: cannot read the SAFE manifest ({first_line(e)})") from None
     attrs = root.attrs
     swaths = list(attrs.get("swaths", []))
     swath = config.swath or (swaths[0] if swaths else None)
@@ -85,7 +85,7 @@ def open_safe(path: Path, config: IngestConfig) -> SceneSource:
             ds = xr.open_dataset(str(path), engine="sentinel-1", group=group,
                                  chunks={**{d: read_rows for d in _ROW_DIMS}, **{d: -1 for d in _COL_DIMS}})
         except Exception as e:
-            raise IngestError(f"{path}: cannot open group {group} ({_short(e)})") from None
+            raise IngestError(f"{path}: cannot open group {group} ({first_line(e)})") from None
         if config.burst is not None:
             if not is_slc:
                 raise IngestError(f"{path}: --burst applies to SLC products only")
@@ -105,7 +105,7 @@ def open_safe(path: Path, config: IngestConfig) -> SceneSource:
                 cal = xs.open_sentinel1_dataset(str(path), group=f"{group}/calibration")
             except Exception as e:
                 raise IngestError(
-                    f"{path}: no calibration annotation for {group} ({_short(e)}); "
+                    f"{path}: no calibration annotation for {group} ({first_line(e)}); "
                     "ingest DN with --calibration none"
                 ) from None
             values = calibrate_blocks(meas, cal[_LUTS[config.calibration]].load())
@@ -202,7 +202,3 @@ def _apply_window(ds: Any, config: IngestConfig, path: Path) -> Any:
             f"exceeds the measurement's {h} x {wd}"
         )
     return ds.isel({ydim: slice(w.row, w.row + w.height), xdim: slice(w.col, w.col + w.width)})
-
-
-def _short(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__

@@ -59,6 +59,28 @@ class DeviceBoundReplica(SlowIdentityReplica):
     SECONDS_PER_TILE = 1.0
 
 
+class CpuBoundReplica(IdentityReplica):
+    """The identity at a fixed CPU cost per tile (``CPU_SECONDS_PER_TILE`` of the calling
+    thread's CPU, spent in torch matrix products, which release the GIL as a model's layers
+    do): a CPU model heavier than the tiny one. With one torch thread (a CPU replica that has a
+    core to itself) the cost is one core's; under contention it takes longer, as a model would.
+    Benchmarks compare the engine with bare replicas of it to see how the engine's fixed work
+    per chunk weighs against the model's on CPU replicas."""
+
+    CPU_SECONDS_PER_TILE = 3.0
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import time
+
+        import torch
+
+        a = torch.full((128, 128), 1.0 / 128)  # a @ a == a: values stay finite
+        end = time.thread_time() + self.CPU_SECONDS_PER_TILE * len(batch["tiles"])
+        while time.thread_time() < end:
+            a = torch.mm(a, a)
+        return super().__call__(batch)
+
+
 class CrashOnceReplica(SpeckleReplica):
     """Kills its own process the first time it sees tile ``(1, 1)``, as a dying GPU worker would.
 
