@@ -327,6 +327,12 @@ class CpuByRole:
         out["elsewhere"] = max(0.0, (os.cpu_count() or 1) * span - sum(out.values()))
         return dict(out)
 
+    def shares(self, t0: float, t1: float) -> dict[str, float]:
+        """:meth:`between` as shares of the cores' seconds over the window."""
+        by_role = self.between(t0, t1)
+        total = sum(by_role.values()) or 1.0
+        return {k: v / total for k, v in by_role.items()}
+
 
 _COLD_CHILD = """
 import json, sys
@@ -487,9 +493,7 @@ def main(argv: list[str] | None = None) -> int:
             # Where the cores went from the first model call to the last chunk written, and
             # the job's fill and drain (compute_s beyond the replicas' first-to-last call).
             first, last = min(sp[2] for sp in s.model_spans), max(sp[3] for sp in s.model_spans)
-            by_role = sampler.between(first, max(w["t"] for w in s.writes))
-            total = sum(by_role.values()) or 1.0
-            shares.append({k: v / total for k, v in by_role.items()})
+            shares.append(sampler.shares(first, max(w["t"] for w in s.writes)))
             fill_drain.append(s.compute_s - (last - first))
             chunk_cpu.extend(w["compute_cpu_s"] for w in s.writes)
             chunk_write.extend(w["write_s"] for w in s.writes)
@@ -500,8 +504,7 @@ def main(argv: list[str] | None = None) -> int:
                                        threads=plan_pool(sc.replicas, "cpu").torch_threads,
                                        niceness=niceness)
             bare_s.append(b1 - b0)
-            by_role = sampler.between(b0, b1)
-            bare_share.append(by_role.get("bare", 0.0) / (sum(by_role.values()) or 1.0))
+            bare_share.append(sampler.shares(b0, b1).get("bare", 0.0))
             if i == 0 and "replica_class" not in dict(sc.options):  # a CPU reference, once
                 threads_s.append(bare_replica(arch, eff_scene, cfg, threads=sc.replicas))
             print(f"{sc.name} run {i}: engine {s.compute_s:.2f} s (wall {s.wall_s:.1f} s), "

@@ -1,12 +1,13 @@
-"""What Ray costs while nothing runs: CPU per second of idle actor processes, the driver and
-Ray's own daemons (raylet, GCS, agents, log monitor), on this machine.
+"""What Ray costs while nothing runs: CPU per second of idle assembler actors, the driver and
+Ray's own processes (raylet, GCS, agents, log monitor, idle workers), on this machine.
 
 The engine's assemblers and writer are Ray actors that wait most of a job: on a host whose
 cores the CPU replicas fill, what they burn while idle is taken from the replicas. Starts Ray
-(2 CPU slots, no dashboard, as bench_translate does), three idle actors, then measures three
-windows of 10 s; prints each role's median CPU seconds per second (a share of one core).
-Issue 9's note quotes it (an idle actor process: about 0.009 of a core, its task loop waking
-about 95 times a second).
+(2 CPU slots, no dashboard, as bench_translate does) and three of the engine's assembler
+actors (warm, then left idle), and splits the tree's CPU by role with bench_translate's
+``CpuByRole`` over three windows of 10 s; prints each role's median CPU seconds per second (a
+share of one core). Issue 9's note quotes it (an idle actor process: about 0.009 of a core,
+its task loop waking about 95 times a second).
 
 Run: python benchmarks/prof_ray_idle.py
 """
@@ -14,51 +15,34 @@ import os
 import time
 from statistics import median
 
-import psutil
 import ray
+
+from bench_translate import CpuByRole
 
 WINDOW_S, WINDOWS, ACTORS = 10.0, 3, 3
 
 
-@ray.remote(num_cpus=0.25)
-class Idle:
-    def pid(self) -> int:
-        return os.getpid()
-
-
-def cpu(p: psutil.Process) -> float:
-    t = p.cpu_times()
-    return t.user + t.system
-
-
 def main() -> None:
+    from sarray.engine.pool import AssemblerPool
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    actors = [Idle.remote() for _ in range(ACTORS)]
-    pids = set(ray.get([a.pid.remote() for a in actors]))
+    pool = AssemblerPool(ACTORS)
+    ray.get(pool.ready())
     time.sleep(3)  # past the actors' start
-    me = psutil.Process()
-    per_window: dict[str, list[float]] = {"idle actor (each)": [], "driver": [], "Ray's daemons": []}
-    for _ in range(WINDOWS):
-        procs = [p for p in me.children(recursive=True)]
-        c0 = {p.pid: cpu(p) for p in procs}
-        d0, t0 = time.process_time(), time.perf_counter()
-        time.sleep(WINDOW_S)
-        dt = time.perf_counter() - t0
-        per_window["driver"].append((time.process_time() - d0) / dt)
-        actor_s, daemons_s = [], 0.0
-        for p in procs:
-            try:
-                used = (cpu(p) - c0[p.pid]) / dt
-            except psutil.NoSuchProcess:
-                continue
-            if p.pid in pids:
-                actor_s.append(used)
-            else:
-                daemons_s += used
-        per_window["idle actor (each)"].append(median(actor_s))
-        per_window["Ray's daemons"].append(daemons_s)
+    per_window: dict[str, list[float]] = {"idle assembler (each)": [], "driver": [], "Ray's processes": []}
+    with CpuByRole() as sampler:
+        for _ in range(WINDOWS):
+            t0 = time.time()
+            time.sleep(WINDOW_S)
+            by_role = sampler.between(t0, time.time())
+            # The samples' own span: the cores' seconds (every role and elsewhere) over them.
+            span = sum(by_role.values()) / (os.cpu_count() or 1)
+            per_window["idle assembler (each)"].append(by_role.get("assemblers", 0.0) / ACTORS / span)
+            per_window["driver"].append(by_role.get("driver", 0.0) / span)
+            per_window["Ray's processes"].append(by_role.get("ray", 0.0) / span)
     for role, xs in per_window.items():
         print(f"{role}: {median(xs):.4f} CPU s per s (windows: {', '.join(f'{x:.4f}' for x in xs)})")
+    pool.shutdown()
     ray.shutdown()
 
 
