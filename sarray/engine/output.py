@@ -19,6 +19,7 @@ from typing import Any
 from sarray import __version__
 from sarray.archive.layout import SceneRecord
 from sarray.archive.store import Archive
+from sarray.engine.config import TranslateConfig
 from sarray.engine.plan import ScenePlan
 from sarray.tiles.grid import TileSpec
 
@@ -85,14 +86,12 @@ class OutputWriter:
     Args:
         archive_url: the input archive.
         out_url: the output archive.
-        config: the job's :class:`~sarray.engine.translate.TranslateConfig` as a dict.
+        config: the job's :class:`~sarray.engine.config.TranslateConfig` as a dict.
         provenance_base: the provenance fields shared by every scene of the job.
     """
 
     def __init__(self, archive_url: str, out_url: str, config: dict[str, Any],
                  provenance_base: dict[str, Any]) -> None:
-        from sarray.engine.translate import TranslateConfig
-
         self.arch = Archive(archive_url)
         self.out_arch = Archive(out_url)
         self.config = TranslateConfig.from_dict(config)

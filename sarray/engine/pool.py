@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,7 @@ class ReplicaHost:
         from sarray.models.replica import ReplicaConfig
 
         self.replica = import_object(replica_class)(ReplicaConfig.from_dict(replica_config))
+        self._set_threads()  # the model may have imported torch just now
         import icechunk  # noqa: F401  (the read stack, imported while the model loads)
         import xarray  # noqa: F401
         import zarr  # noqa: F401
@@ -76,13 +78,12 @@ class ReplicaHost:
 
     def _set_threads(self) -> None:
         """Torch's intra-op threads, set in the calling thread: the actor's calls run in threads
-        of their own (max_concurrency), where OpenMP would otherwise take every core."""
-        try:
-            import torch
-
+        of their own (max_concurrency), where OpenMP would otherwise take every core. Only
+        when the replica uses torch: a stand-in without it (the fleet benchmark's device-bound
+        replicas, 64 to a box) must not pay for its import."""
+        torch = sys.modules.get("torch")
+        if torch is not None:
             torch.set_num_threads(self.threads)
-        except ImportError:  # pragma: no cover - torch is part of the model extra
-            pass
 
     def predict(self, info_box: list[Any], keys: list[tuple[int, int]]) -> tuple[Any, ...]:
         """Read the tiles' windows from the archive, translate them; returns ``(ack,
