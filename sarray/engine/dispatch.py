@@ -60,6 +60,26 @@ def job_tiles(infos: dict[str, Any]) -> list[tuple[str, tuple[int, int]]]:
     return [(o, k) for o, i in infos.items() for k in sorted(i.plan.tiles)]
 
 
+class RayRuntime:
+    """What the dispatcher asks of Ray: wait for refs, fetch a small value. The continental
+    plan benchmark (``benchmarks/bench_plan.py``) gives it a simulated one instead, so the
+    driver's real loop runs against a thousand replicas without Ray."""
+
+    def wait(self, refs: list[Any], timeout: float | None) -> list[Any]:
+        """Every ref of ``refs`` that is ready, waiting up to ``timeout`` for the first. One
+        wait per event would cost the driver a pass over every ref in flight per event (a
+        few thousand with a fleet); collecting all that are ready makes it one per wake-up."""
+        import ray
+
+        ready = ray.wait(refs, num_returns=1, fetch_local=False, timeout=timeout)[0]
+        if ready and len(refs) > 1:
+            ready = ray.wait(refs, num_returns=len(refs), fetch_local=False, timeout=0)[0] or ready
+        return ready
+
+    def get(self, ref: Any) -> Any:
+        return get(ref)  # this module's name, looked up at the call (tests replace it)
+
+
 class Dispatcher:
     """Streams one job's tiles through the pool and its chunks through assembly and merging.
 
@@ -75,12 +95,15 @@ class Dispatcher:
         max_chunks_in_flight: chunks allowed between a replica and their assembly.
         progress: called with the number of chunks merged.
         metrics: the job's :class:`~sarray.engine.metrics.JobMetrics` (None: not published).
+        runtime: waits and fetches (:class:`RayRuntime` unless simulated).
     """
 
     def __init__(self, *, pool: Any, writer: Any, assemble: Any, infos: dict[str, Any],
                  boxes: dict[str, Any], assembler: Assembler, summaries: dict[str, Any],
                  batch_size: int, max_chunks_in_flight: int, progress: Any,
-                 max_batch_size: int | None = None, metrics: Any = None) -> None:
+                 max_batch_size: int | None = None, metrics: Any = None,
+                 runtime: Any = None) -> None:
+        self.runtime = runtime if runtime is not None else RayRuntime()
         self.pool, self.writer, self.assemble = pool, writer, assemble
         self.infos, self.boxes, self.assembler = infos, boxes, assembler
         self.summaries, self.progress = summaries, progress
@@ -91,12 +114,14 @@ class Dispatcher:
         # (output, tile key, failed attempts so far), in the job's order.
         self.queue = collections.deque((o, k, 0) for o, k in job_tiles(infos))
         self.queued = collections.Counter(o for o, _, _ in self.queue)  # tiles queued per output
+        self.calling: collections.Counter[str] = collections.Counter()  # tiles on replicas per output
         # The job's last tiles go one per call (the chunks around them can only be assembled
         # once they are back: smaller calls leave less work after the replicas have finished),
         # and with several replicas greedily, to an idle one.
         self.tail_tiles = len(pool.actors) * batch_size
         self.tile_calls: dict[Any, TileCall] = {}
         self.assembling: dict[Any, tuple[str, int]] = {}  # task -> (output, chunks)
+        self.assembling_chunks = 0  # the chunks of those tasks (asked at every call fed)
         self.unmerged: dict[str, list[tuple[Any, int]]] = {}  # output -> written (task, chunks)
         self.unmerged_since: dict[str, float] = {}  # output -> when its oldest one came back
         self.merges: dict[Any, tuple[str, int]] = {}  # merge call -> (output, chunks)
@@ -109,8 +134,6 @@ class Dispatcher:
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> None:
         """Until every chunk is merged: feed the pool, wait for anything, handle what is back."""
-        import ray
-
         for out_id in [o for o, n in self.left.items() if n == 0]:
             self._finish(out_id)
         while (self.queue or self.tile_calls or self.assembling or self.unmerged or self.merges
@@ -120,12 +143,12 @@ class Dispatcher:
             if not refs:  # only written chunks are left waiting: nothing else can come
                 self._merge(now=True)
                 continue
-            for ref in ray.wait(refs, num_returns=1, fetch_local=False,
-                                timeout=self._merge_due_in())[0]:
+            for ref in self.runtime.wait(refs, self._merge_due_in()):
                 if ref in self.tile_calls:
                     self._tiles_back(ref, self.tile_calls.pop(ref))
                 elif ref in self.assembling:
                     out_id, n = self.assembling.pop(ref)
+                    self.assembling_chunks -= n
                     self.assemble.done(ref)
                     self.unmerged.setdefault(out_id, []).append((ref, n))
                     self.unmerged_since.setdefault(out_id, time.monotonic())
@@ -133,7 +156,7 @@ class Dispatcher:
                     self._merged(ref, self.merges.pop(ref)[0])
                 else:
                     out_id = self.finishing.pop(ref)
-                    self.summaries[out_id].status = get(ref)
+                    self.summaries[out_id].status = self.runtime.get(ref)
             self._assemble()
             self._merge()
             if self.metrics is not None and self.metrics.due():
@@ -153,7 +176,7 @@ class Dispatcher:
 
     def _chunks_in_flight(self) -> int:
         """Chunks whose predictions are held: ready, or in assembly (written ones hold none)."""
-        return self.assembler.ready_count + sum(n for _, n in self.assembling.values())
+        return self.assembler.ready_count + self.assembling_chunks
 
     @property
     def batch(self) -> int:
@@ -177,6 +200,7 @@ class Dispatcher:
             refs = self.pool.submit(i, self.boxes[out_id], keys, returns=1 + len(keys))
             self.tile_calls[refs[0]] = TileCall(out_id=out_id, keys=keys, actor=i, preds=refs[1:],
                                                 attempts=attempts)
+            self.calling[out_id] += len(keys)
 
     def _next_call(self) -> tuple[str, list[tuple[int, int]], int]:
         """The next call's tiles: the next ones of one output, :attr:`batch` of them before the
@@ -221,9 +245,12 @@ class Dispatcher:
         import ray
 
         self.pool.release(call.actor)
+        self.calling[call.out_id] -= len(call.keys)
+        if not self.calling[call.out_id]:
+            del self.calling[call.out_id]
         summary = self.summaries[call.out_id]
         try:
-            pid, node, m0, m1 = get(ack)  # bad input (a damaged chunk...) is raised, no retry
+            pid, node, m0, m1 = self.runtime.get(ack)  # bad input (a damaged chunk...) is raised, no retry
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
             cause = ray_cause(e)
             summary.retries += 1
@@ -252,28 +279,34 @@ class Dispatcher:
 
     def _assemble(self) -> None:
         """Send ready chunks to assembly tasks (partial groups once an output gets no more tiles)."""
-        fed = {c.out_id for c in self.tile_calls.values()} | set(self.queued)
+        # An output is fed while tiles of it are queued or on a replica (counters kept as calls
+        # come and go: a set of every output per turn would cost the driver O(scenes) per event).
+        def fed(o: str) -> bool:
+            return o in self.queued or o in self.calling
+
         # The job's last chunks are shared evenly among the assemblers (calls of fewer chunks,
         # to whichever assembler is free), so that every assembler takes a share of the tail;
         # before, a call goes home: by its columns (see AssemblerPool).
         per_task = None
-        if not fed:
+        if not self.queued and not self.calling:
             share = -(-self.assembler.ready_count // len(self.assemble.actors))
             per_task = max(1, min(self.assembler.per_task, share))
-        for b in self.assembler.batches(flush=set(self.infos) - fed, per_task=per_task):
+        flush = {o for o in self.assembler.ready_outputs() if not fed(o)}
+        for b in self.assembler.batches(flush=flush, per_task=per_task):
             if b.out_id not in self.forks:
                 self.forks[b.out_id] = self.writer.fork.remote(b.out_id)
-            home = b.keys[0][1] // self.assembler.per_task if fed else None
+            home = b.keys[0][1] // self.assembler.per_task if per_task is None else None
             ref = self.assemble.remote(self.boxes[b.out_id], list(b.keys), list(b.tile_keys),
                                        self.forks[b.out_id], *b.predictions, home=home)
             self.assembling[ref] = (b.out_id, len(b.keys))
+            self.assembling_chunks += len(b.keys)
 
     def _merged(self, ref: Any, out_id: str) -> None:
         """Chunks are written and merged: count them; finish a scene after its last one."""
         import ray
 
         try:
-            notes = get(ref)
+            notes = self.runtime.get(ref)
         except ray.exceptions.RayTaskError as e:
             raise ReplicaError(f"scene {self.infos[out_id].scene_id!r}: chunks could not be "
                                f"assembled: {_last_line(ray_cause(e))}") from None

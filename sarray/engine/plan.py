@@ -13,6 +13,7 @@ it, so the driver drops its reference (the object store then frees it).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,8 +56,15 @@ class ScenePlan:
         return cls(scene_id=scene_id, out_id=out_id, shape_in=shape_in, grid=grid,
                    todo=tuple(todo), tiles={k: make_tile(k, shape_in, spec) for k in needed})
 
-    def neighbours(self, rc: tuple[int, int]) -> list[tuple[int, int]]:
-        return neighbours(rc, self.grid)
+    def neighbours(self, rc: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+        """Chunk ``rc`` and its neighbours (:func:`sarray.tiles.grid.neighbours`), shared by every
+        scene of the same grid: the driver asks for them at every tile and chunk."""
+        return _neighbours(rc, self.grid)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _neighbours(rc: tuple[int, int], grid: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+    return tuple(neighbours(rc, grid))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,37 +101,58 @@ class Assembler:
                  key_of: Callable[[ScenePlan], str] = lambda p: p.scene_id) -> None:
         self.plans = {key_of(p): p for p in plans}
         self.per_task = per_task
-        self._waiting = {(k, *c) for k, p in self.plans.items() for c in p.todo}
+        # Chunks not yet ready: how many of their neighbours' predictions are still missing
+        # (a chunk becomes ready when its count reaches 0: one step per prediction, not a look
+        # at every neighbour's neighbours).
+        self._missing: dict[Key, int] = {}
         # How many chunks not yet handed out use each tile's prediction.
         self._users: dict[Key, int] = {}
         for k, p in self.plans.items():
+            users = self._users
             for c in p.todo:
-                for n in p.neighbours(c):
+                ns = p.neighbours(c)
+                self._missing[(k, *c)] = len(ns)
+                for n in ns:
                     u = (k, *n)
-                    self._users[u] = self._users.get(u, 0) + 1
+                    users[u] = users.get(u, 0) + 1
         self.predictions: dict[Key, Any] = {}
         self._ready: dict[str, list[tuple[int, int]]] = {}
+        self._ready_count = 0  # kept as chunks come and go: the driver asks at every call
 
     @property
     def remaining(self) -> int:
         """Chunks not yet handed out for assembly."""
-        return len(self._waiting) + self.ready_count
+        return len(self._missing) + self.ready_count
 
     @property
     def ready_count(self) -> int:
         """Chunks ready but not yet handed out."""
-        return sum(len(v) for v in self._ready.values())
+        return self._ready_count
+
+    def ready_outputs(self) -> list[str]:
+        """The outputs that have ready chunks."""
+        return list(self._ready)
 
     def add(self, key: Key, prediction: Any) -> None:
-        """Record a tile's prediction; the chunks it completes become ready."""
+        """Record a tile's prediction; the chunks it completes become ready. A prediction given
+        again (its tile computed twice) replaces the first and completes nothing more."""
+        again = key in self.predictions
         self.predictions[key] = prediction
+        if again:
+            return
         sid, r, c = key
-        plan = self.plans[sid]
-        for n in plan.neighbours((r, c)):
+        missing = self._missing
+        for n in self.plans[sid].neighbours((r, c)):
             ck = (sid, *n)
-            if ck in self._waiting and all((sid, *m) in self.predictions for m in plan.neighbours(n)):
-                self._waiting.discard(ck)
+            left = missing.get(ck)
+            if left is None:
+                continue
+            if left > 1:
+                missing[ck] = left - 1
+            else:
+                del missing[ck]
                 self._ready.setdefault(sid, []).append(n)
+                self._ready_count += 1
 
     def batches(self, flush: bool | set[str] = False, per_task: int | None = None) -> list[AssemblyBatch]:
         """Ready chunks as tasks: full groups of ``per_task`` (default: the assembler's);
@@ -137,6 +166,7 @@ class Assembler:
             while keys and (len(keys) >= size or flush is True or
                             (isinstance(flush, set) and sid in flush)):
                 take, keys = keys[:size], keys[size:]
+                self._ready_count -= len(take)
                 tile_keys = tuple(sorted({n for k in take for n in plan.neighbours(k)}))
                 out.append(AssemblyBatch(out_id=sid, keys=tuple(take), tile_keys=tile_keys,
                                          predictions=tuple(self.predictions[(sid, *n)] for n in tile_keys)))

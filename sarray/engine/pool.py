@@ -7,6 +7,7 @@ wraps it here. Each actor is pinned with ``num_gpus=1`` when the cluster has GPU
 
 from __future__ import annotations
 
+import heapq
 import importlib
 import os
 import sys
@@ -194,22 +195,38 @@ class ActorPool:
         self.actors = actors
         self.slots = slots
         self.load = [0] * len(actors)
+        # (load, index) of every actor, and stale entries (skipped when on top): the least
+        # loaded actor in O(log n) instead of a pass over a fleet's actors at every call.
+        self._heap = [(0, i) for i in range(len(actors))]
+
+    def _least(self) -> tuple[int, int]:
+        h = self._heap
+        while h[0][0] != self.load[h[0][1]]:
+            heapq.heappop(h)
+        return h[0]
 
     def has_slot(self, *, queued: bool = True) -> bool:
         """An actor can take a call: one below ``slots`` calls, or (``queued`` False) one idle."""
-        return min(self.load) < (self.slots if queued else 1)
+        return self._least()[0] < (self.slots if queued else 1)
 
     def pick(self) -> int:
-        """The least loaded actor's index (call only when :meth:`has_slot`)."""
-        return min(range(len(self.actors)), key=self.load.__getitem__)
+        """The least loaded actor's index, the lowest of equals (call only when :meth:`has_slot`)."""
+        return self._least()[1]
+
+    def _set(self, index: int, load: int) -> None:
+        self.load[index] = load
+        heapq.heappush(self._heap, (load, index))
+        if len(self._heap) > 4 * len(self.load) + 64:  # stale entries: rebuild now and then
+            self._heap = [(v, i) for i, v in enumerate(self.load)]
+            heapq.heapify(self._heap)
 
     def submit(self, index: int, *args: Any, returns: int) -> list[Any]:
-        self.load[index] += 1
+        self._set(index, self.load[index] + 1)
         refs = self.actors[index].predict.options(num_returns=returns).remote(*args)
         return list(refs) if returns > 1 else [refs]
 
     def release(self, index: int) -> None:
-        self.load[index] -= 1
+        self._set(index, self.load[index] - 1)
 
     def shutdown(self) -> None:
         import ray
@@ -258,11 +275,13 @@ class AssemblerPool:
     that assembler's cell cache, instead of once in each of two) unless that one is behind;
     otherwise to the one with the fewest calls in flight."""
 
-    def __init__(self, n: int) -> None:
-        cls = _remote(AssemblerActor)
-        self.actors = [cls.options(num_cpus=ASSEMBLE_NUM_CPUS, max_restarts=ACTOR_MAX_RESTARTS,
-                                   max_task_retries=ACTOR_MAX_TASK_RETRIES).remote()
-                       for _ in range(n)]
+    def __init__(self, n: int, actors: list[Any] | None = None) -> None:
+        if actors is None:
+            cls = _remote(AssemblerActor)
+            actors = [cls.options(num_cpus=ASSEMBLE_NUM_CPUS, max_restarts=ACTOR_MAX_RESTARTS,
+                                  max_task_retries=ACTOR_MAX_TASK_RETRIES).remote()
+                      for _ in range(n)]
+        self.actors = actors  # given: stand-ins (the simulated fleet of bench_plan.py)
         self.load = [0] * n
         self._owner: dict[Any, int] = {}
         self._next = 0

@@ -253,13 +253,35 @@ def test_the_jobs_last_chunks_are_shared_evenly_among_the_assemblers(assemblers:
         if r < last_row:
             d.assembler.add((plan.out_id, r, c), "pred")
     d.tile_calls[("ack", 0)] = SimpleNamespace(out_id=plan.out_id, keys=[(last_row, 0)])
+    d.calling[plan.out_id] += 1  # what _feed counts as it submits
     d._assemble()
     homed = list(d.assemble.calls)
     assert homed and all(len(k) == 4 and h is not None for k, h in homed)
     d.tile_calls.clear()
+    d.calling.clear()
     for c in range(plan.grid[1]):
         d.assembler.add((plan.out_id, last_row, c), "pred")
     d._assemble()
     tail = d.assemble.calls[len(homed):]
     assert sorted(len(k) for k, _ in tail) == sizes and all(h is None for _, h in tail)
     assert sorted(k for keys, _ in d.assemble.calls for k in keys) == sorted(plan.todo)
+
+
+def test_the_pools_least_loaded_actor_is_the_one_a_full_pass_finds() -> None:
+    """The pool keeps its actors' loads in a heap (a fleet's thousand actors are not scanned at
+    every call); its choice is still the least loaded, lowest index first."""
+    import random
+
+    rng = random.Random(3)
+    pool = ActorPool([_Actor() for _ in range(37)], slots=2)
+    for _ in range(5000):
+        if pool.has_slot() and rng.random() < 0.55:
+            want = min(range(37), key=pool.load.__getitem__)
+            assert pool.pick() == want
+            pool.submit(want, None, [], returns=1)
+        else:
+            busy = [i for i, v in enumerate(pool.load) if v]
+            if busy:
+                pool.release(rng.choice(busy))
+        assert pool.has_slot() == (min(pool.load) < 2)
+        assert pool.has_slot(queued=False) == (min(pool.load) < 1)
