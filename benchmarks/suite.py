@@ -34,6 +34,9 @@ STAGES: dict[str, tuple[str, list[str], str]] = {
     "translate": ("bench_raydata.py", ["--repeats", "2"], "bench_raydata"),
     "driver": ("bench_translate.py", ["--parts", "driver", "--repeats", "1"], "bench_translate"),
     "train": ("bench_train.py", ["--steps", "12"], "bench_train"),
+    # A fleet of fake-GPU replicas on a local multi-node cluster (issue 25); the full run
+    # (8,16,32,64 replicas, 200 scenes) is ``python benchmarks/bench_fleet.py`` alone.
+    "fleet": ("bench_fleet.py", ["--replicas", "8,16", "--scenes", "200", "--k", "0.025"], "bench_fleet"),
 }
 QUICK = {
     "ingest": ["--size", "1024", "--repeats", "1", "--ray-files", "4"],
@@ -42,6 +45,7 @@ QUICK = {
     "translate": ["--repeats", "1", "--quick", "--scenes", "1"],
     "driver": ["--parts", "driver", "--repeats", "1", "--driver-scenes", "2"],
     "train": ["--steps", "4"],
+    "fleet": ["--replicas", "8", "--scenes", "40", "--k", "0.025"],
 }
 
 
@@ -85,6 +89,13 @@ def summary(stages: dict[str, Any]) -> dict[str, Any]:
         s["driver_cpu_s_per_mpx_warm"] = dr["driver"]["driver_cpu_s_per_mpx_median"]
         s["driver_cpu_s_per_mpx_fresh_process"] = dr["driver"]["driver_cpu_s_per_mpx_fresh_process_median"]
         s["replica_idle_share_fixed_cost"] = dr["driver"]["replica_idle_share_fixed_cost"]
+    fl = stages.get("fleet", {}).get("result")
+    if fl:
+        s["fleet"] = {str(r["replicas"]): {k: r.get(k) for k in (
+            "tile_s", "replica_idle_share", "driver_cpu_share", "writer_cpu_share",
+            "merge_latency_p99_s", "assembler_cpu_ms_per_chunk", "object_store_peak_mib",
+            "max_scene_boundary_gap_s", "cpu_headroom", "tree_pss_peak_mib")}
+            for r in fl["runs"] if "error" not in r}
     trn = stages.get("train", {}).get("result")
     if trn:
         s["train_step_s"] = trn["step_s_median"]

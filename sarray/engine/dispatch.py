@@ -50,6 +50,20 @@ def _last_line(e: BaseException) -> str:
     return text.splitlines()[-1][:300] if text else type(e).__name__
 
 
+# Times one chunk's assembly may be lost with a node before the job stops: each is followed by
+# a quarantine of its assembler (QUARANTINE_S), so this covers a minute or two of Ray seeing the
+# node go and restarting its actors, and several nodes lost in one job.
+MAX_LOST_ATTEMPTS = 10
+
+
+def _lost(e: BaseException) -> bool:
+    """A failure of the cluster, not of the work: an actor or an object gone with its node."""
+    import ray
+
+    lost = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError)
+    return isinstance(e, lost) or isinstance(ray_cause(e), lost)
+
+
 # Written chunks wait at most this long for their merge (the progress bar and the chunks' notes
 # follow the merges); a commit's worth of chunks, or an output's last, are merged at once.
 MERGE_EVERY_S = 5.0
@@ -120,11 +134,13 @@ class Dispatcher:
         # and with several replicas greedily, to an idle one.
         self.tail_tiles = len(pool.actors) * batch_size
         self.tile_calls: dict[Any, TileCall] = {}
-        self.assembling: dict[Any, tuple[str, int]] = {}  # task -> (output, chunks)
+        self.assembling: dict[Any, tuple[str, tuple[Any, ...]]] = {}  # task -> (output, chunks)
         self.assembling_chunks = 0  # the chunks of those tasks (asked at every call fed)
-        self.unmerged: dict[str, list[tuple[Any, int]]] = {}  # output -> written (task, chunks)
+        self.unmerged: dict[str, list[tuple[Any, tuple[Any, ...]]]] = {}  # output -> written (task, chunks)
         self.unmerged_since: dict[str, float] = {}  # output -> when its oldest one came back
-        self.merges: dict[Any, tuple[str, int]] = {}  # merge call -> (output, chunks)
+        # merge call -> (output, chunks, its assembly tasks: what to check if it fails)
+        self.merges: dict[Any, tuple[str, int, list[tuple[Any, tuple[Any, ...]]]]] = {}
+        self.redone: collections.Counter[tuple[str, Any]] = collections.Counter()  # lost chunks
         self.forks: dict[str, Any] = {}  # output -> ref of the fork of its last commit
         self.finishing: dict[Any, str] = {}  # finish call -> output (not waited for in line)
         self.left = {o: len(i.plan.todo) for o, i in infos.items()}
@@ -137,23 +153,30 @@ class Dispatcher:
         for out_id in [o for o, n in self.left.items() if n == 0]:
             self._finish(out_id)
         while (self.queue or self.tile_calls or self.assembling or self.unmerged or self.merges
-               or self.finishing):
+               or self.finishing or self.assembler.ready_count):
+            now = time.monotonic()
+            for p in (self.pool, self.assemble):
+                if hasattr(p, "tick"):
+                    p.tick(now)
             self._feed()
             refs = [*self.tile_calls, *self.assembling, *self.merges, *self.finishing]
-            if not refs:  # only written chunks are left waiting: nothing else can come
-                self._merge(now=True)
+            if not refs and not (self.queue or self.assembler.ready_count):
+                self._merge(now=True)  # only written chunks are left waiting: nothing else can come
                 continue
-            for ref in self.runtime.wait(refs, self._merge_due_in()):
+            if not refs:  # work held back for a quarantine: nothing in flight to wait for
+                time.sleep(min(1.0, self._wake_in() or 0.1))
+                continue
+            for ref in self.runtime.wait(refs, self._wake_in()):
                 if ref in self.tile_calls:
                     self._tiles_back(ref, self.tile_calls.pop(ref))
                 elif ref in self.assembling:
-                    out_id, n = self.assembling.pop(ref)
-                    self.assembling_chunks -= n
+                    out_id, keys = self.assembling.pop(ref)
+                    self.assembling_chunks -= len(keys)
                     self.assemble.done(ref)
-                    self.unmerged.setdefault(out_id, []).append((ref, n))
+                    self.unmerged.setdefault(out_id, []).append((ref, keys))
                     self.unmerged_since.setdefault(out_id, time.monotonic())
                 elif ref in self.merges:
-                    self._merged(ref, self.merges.pop(ref)[0])
+                    self._merged(ref, *self.merges.pop(ref))
                 else:
                     out_id = self.finishing.pop(ref)
                     self.summaries[out_id].status = self.runtime.get(ref)
@@ -165,6 +188,10 @@ class Dispatcher:
                     in_flight=self._tiles_by_output((c.out_id, c.keys) for c in self.tile_calls.values()))
         if self.metrics is not None:
             self.metrics.tick(queued={}, in_flight={}, force=True)  # zeros, and the last line
+        short = {o: n for o, n in self.left.items() if n}
+        if short:  # never a summary that says complete over chunks nobody wrote
+            raise ReplicaError(f"{len(short)} output(s) ended with chunks unwritten "
+                               f"({', '.join(f'{o}: {n}' for o, n in list(short.items())[:3])})")
 
     @staticmethod
     def _tiles_by_output(calls: Any) -> dict[str, int]:
@@ -217,6 +244,16 @@ class Dispatcher:
             del self.queued[out_id]
         return out_id, keys, attempts
 
+    def _wake_in(self) -> float | None:
+        """Seconds the loop may wait for a result: until a merge is due, or a quarantine ends
+        (work held back for a lost node's actors goes out then)."""
+        due = [self._merge_due_in()]
+        for p in (self.pool, self.assemble):
+            q = p.next_due() if hasattr(p, "next_due") else None
+            due.append(None if q is None else q - time.monotonic())
+        known = [t for t in due if t is not None]
+        return max(0.0, min(known)) if known else None
+
     def _merge_due_in(self) -> float | None:
         """Seconds until the oldest written chunks are due for their merge (None: none wait)."""
         if not self.unmerged_since:
@@ -229,14 +266,14 @@ class Dispatcher:
         of them."""
         t = time.monotonic()
         merging: dict[str, int] = collections.Counter()
-        for out_id, n in self.merges.values():
+        for out_id, n, _ in self.merges.values():
             merging[out_id] += n
         for out_id, done in list(self.unmerged.items()):
-            n = sum(k for _, k in done)
+            n = sum(len(k) for _, k in done)
             if (now or n >= COMMIT_EVERY_CHUNKS or n + merging[out_id] == self.left[out_id]
                     or t - self.unmerged_since[out_id] >= MERGE_EVERY_S):
                 # The tasks' refs as arguments of their own: Ray resolves them before the call.
-                self.merges[self.writer.merge_many.remote(out_id, *(r for r, _ in done))] = (out_id, n)
+                self.merges[self.writer.merge_many.remote(out_id, *(r for r, _ in done))] = (out_id, n, done)
                 del self.unmerged[out_id], self.unmerged_since[out_id]
 
     # -- what comes back ----------------------------------------------------------------------------
@@ -253,6 +290,8 @@ class Dispatcher:
             pid, node, m0, m1 = self.runtime.get(ack)  # bad input (a damaged chunk...) is raised, no retry
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
             cause = ray_cause(e)
+            if _lost(e) and hasattr(self.pool, "quarantine"):
+                self.pool.quarantine(call.actor, time.monotonic())
             summary.retries += 1
             if self.metrics is not None:
                 self.metrics.retried(call.out_id)
@@ -291,6 +330,8 @@ class Dispatcher:
         if not self.queued and not self.calling:
             share = -(-self.assembler.ready_count // len(self.assemble.actors))
             per_task = max(1, min(self.assembler.per_task, share))
+        if hasattr(self.assemble, "available") and not self.assemble.available():
+            return  # every assembler lost with its node: the chunks wait for Ray to restart one
         flush = {o for o in self.assembler.ready_outputs() if not fed(o)}
         for b in self.assembler.batches(flush=flush, per_task=per_task):
             if b.out_id not in self.forks:
@@ -298,18 +339,27 @@ class Dispatcher:
             home = b.keys[0][1] // self.assembler.per_task if per_task is None else None
             ref = self.assemble.remote(self.boxes[b.out_id], list(b.keys), list(b.tile_keys),
                                        self.forks[b.out_id], *b.predictions, home=home)
-            self.assembling[ref] = (b.out_id, len(b.keys))
+            self.assembling[ref] = (b.out_id, tuple(b.keys))
             self.assembling_chunks += len(b.keys)
 
-    def _merged(self, ref: Any, out_id: str) -> None:
-        """Chunks are written and merged: count them; finish a scene after its last one."""
+    def _merged(self, ref: Any, out_id: str, n: int = 0,
+                tasks: list[tuple[Any, tuple[Any, ...]]] | None = None) -> None:
+        """Chunks are written and merged: count them; finish a scene after its last one. A
+        merge that failed because some of its assembly tasks were lost (a node gone with the
+        assembler or the predictions it held) merges the others again and computes the lost
+        chunks again (:meth:`_redo`)."""
         import ray
 
         try:
             notes = self.runtime.get(ref)
-        except ray.exceptions.RayTaskError as e:
-            raise ReplicaError(f"scene {self.infos[out_id].scene_id!r}: chunks could not be "
-                               f"assembled: {_last_line(ray_cause(e))}") from None
+        except ray.exceptions.RayError as e:
+            if not tasks or not _lost(e):
+                raise ReplicaError(f"scene {self.infos[out_id].scene_id!r}: chunks could not be "
+                                   f"assembled: {_last_line(ray_cause(e))}") from None
+            self._recover(out_id, tasks)
+            return
+        for task, _ in tasks or ():
+            self.assemble.forget(task)
         s = self.summaries[out_id]
         for note in notes:
             if note["committed"]:
@@ -323,6 +373,45 @@ class Dispatcher:
         self.left[out_id] -= len(notes)
         if self.left[out_id] == 0:
             self._finish(out_id)
+
+    def _recover(self, out_id: str, tasks: list[tuple[Any, tuple[Any, ...]]]) -> None:
+        """Sort a failed merge's assembly tasks: the written ones wait for a merge again (their
+        forks are whole), the lost ones are done again."""
+        import ray
+
+        for task, keys in tasks:
+            ran_on = self.assemble.forget(task)
+            try:
+                self.runtime.get(task)
+            except ray.exceptions.RayError as e:
+                if ran_on is not None and hasattr(self.assemble, "quarantine"):
+                    self.assemble.quarantine(ran_on, time.monotonic())
+                if not _lost(e):
+                    raise ReplicaError(f"scene {self.infos[out_id].scene_id!r}: chunks could not be "
+                                       f"assembled: {_last_line(ray_cause(e))}") from None
+                self._redo(out_id, keys, e)
+            else:
+                self.unmerged.setdefault(out_id, []).append((task, keys))
+                self.unmerged_since.setdefault(out_id, time.monotonic())
+
+    def _redo(self, out_id: str, keys: tuple[Any, ...], error: BaseException) -> None:
+        """Chunks whose assembly was lost: the tiles of their neighbourhoods go back to the front
+        of the queue (their predictions may have gone with the node), and the chunks are
+        assembled again once those are back. Tiles are seeded by their key, so the chunks come
+        out with the same bits; none was merged, so none is written twice."""
+        for k in keys:
+            self.redone[(out_id, k)] += 1
+            if self.redone[(out_id, k)] >= MAX_LOST_ATTEMPTS:
+                raise ReplicaError(
+                    f"scene {self.infos[out_id].scene_id!r}, chunk {k}: lost {MAX_LOST_ATTEMPTS} "
+                    f"times; last error: {_last_line(ray_cause(error))}") from None
+        tiles = self.assembler.redo(out_id, keys)
+        for t in reversed(tiles):
+            self.queue.appendleft((out_id, t, 0))
+        self.queued[out_id] += len(tiles)
+        self.summaries[out_id].retries += 1
+        if self.metrics is not None:
+            self.metrics.retried(out_id)
 
     def _finish(self, out_id: str) -> None:
         """Finalise a scene on the writer; the loop goes on meanwhile (the next scene's tiles)."""

@@ -179,6 +179,35 @@ class Assembler:
                 del self._ready[sid]
         return out
 
+    def redo(self, out_id: str, keys: tuple[tuple[int, int], ...] | list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Chunks ``keys`` of ``out_id`` were handed out but their assembly was lost: they wait
+        again for every prediction of their neighbourhoods, which are forgotten (they may have
+        been lost too) and returned, row-major, to be computed again. Other chunks that were
+        counting on a forgotten prediction wait for it again (a ready one goes back to
+        waiting)."""
+        plan = self.plans[out_id]
+        tiles = sorted({n for k in keys for n in plan.neighbours(k)})
+        ready = self._ready.get(out_id, [])
+        for t in tiles:
+            if self.predictions.pop((out_id, *t), None) is None:
+                continue
+            for c in plan.neighbours(t):
+                ck = (out_id, *c)
+                if ck in self._missing:
+                    self._missing[ck] += 1
+                elif c in ready:
+                    ready.remove(c)
+                    self._ready_count -= 1
+                    self._missing[ck] = 1
+        if out_id in self._ready and not ready:
+            del self._ready[out_id]
+        for k in keys:
+            self._missing[(out_id, *k)] = len(plan.neighbours(k))
+            for n in plan.neighbours(k):
+                u = (out_id, *n)
+                self._users[u] = self._users.get(u, 0) + 1
+        return tiles
+
     def _release(self, key: Key) -> None:
         self._users[key] -= 1
         if self._users[key] == 0:

@@ -152,6 +152,11 @@ def plan_pool(replicas: int, device: str) -> PoolPlan:
     return PoolPlan(replicas, 0.0, slots, per, "cpu")
 
 
+# An actor whose call failed as a lost one does gets no call for this long. Ray takes a few
+# health checks (about 3 s each) to see that a node is gone and to restart its actors elsewhere;
+# until then, every call to them fails at once, and would use up a tile's attempts.
+QUARANTINE_S = 10.0
+
 # Ray restarts a dead replica and re-runs the calls it held (its own fault tolerance): a dying
 # GPU worker costs one model load, and the other replicas keep working meanwhile.
 ACTOR_MAX_RESTARTS = 4
@@ -198,6 +203,7 @@ class ActorPool:
         # (load, index) of every actor, and stale entries (skipped when on top): the least
         # loaded actor in O(log n) instead of a pass over a fleet's actors at every call.
         self._heap = [(0, i) for i in range(len(actors))]
+        self._quarantined: list[tuple[float, int]] = []  # (until, actor), in time order
 
     def _least(self) -> tuple[int, int]:
         h = self._heap
@@ -227,6 +233,23 @@ class ActorPool:
 
     def release(self, index: int) -> None:
         self._set(index, self.load[index] - 1)
+
+    def quarantine(self, index: int, now: float) -> None:
+        """Actor ``index`` failed as a lost actor does (its node gone, or it is restarting):
+        give it no call for :data:`QUARANTINE_S` (it counts as full), so the calls it failed go
+        to the others instead of failing on it again before Ray has seen the node go."""
+        self._quarantined.append((now + QUARANTINE_S, index))
+        self._set(index, self.load[index] + self.slots)
+
+    def next_due(self) -> float | None:
+        """When the first quarantine ends (None: none)."""
+        return self._quarantined[0][0] if self._quarantined else None
+
+    def tick(self, now: float) -> None:
+        """End the quarantines that are due."""
+        while self._quarantined and self._quarantined[0][0] <= now:
+            _, index = self._quarantined.pop(0)
+            self._set(index, self.load[index] - self.slots)
 
     def shutdown(self) -> None:
         import ray
@@ -264,6 +287,9 @@ class AssemblerActor:
         return assemble_chunks(info_box, keys, tile_keys, fork, *predictions)
 
 
+# The load a quarantined assembler counts as (far beyond any real backlog).
+QUARANTINE_LOAD = 1 << 20
+
 # An assembly call goes to its home assembler while that one has no more than this many calls
 # beyond the least loaded (see AssemblerPool.remote).
 HOME_SLACK_CALLS = 1
@@ -285,6 +311,8 @@ class AssemblerPool:
         self.load = [0] * n
         self._owner: dict[Any, int] = {}
         self._next = 0
+        self._quarantined: list[tuple[float, int]] = []
+        self.ran_on: dict[Any, int] = {}  # finished call -> its assembler, until forgotten
 
     def ready(self) -> list[Any]:
         return [a.ready.remote() for a in self.actors]
@@ -312,7 +340,31 @@ class AssemblerPool:
         return ref
 
     def done(self, ref: Any) -> None:
-        self.load[self._owner.pop(ref)] -= 1
+        i = self._owner.pop(ref)
+        self.load[i] -= 1
+        self.ran_on[ref] = i
+
+    def forget(self, ref: Any) -> int | None:
+        """The assembler a finished call ran on (None once forgotten)."""
+        return self.ran_on.pop(ref, None)
+
+    def quarantine(self, index: int, now: float) -> None:
+        """As :meth:`ActorPool.quarantine`: no call for :data:`QUARANTINE_S` (it looks far
+        behind, so neither home nor least loaded)."""
+        self._quarantined.append((now + QUARANTINE_S, index))
+        self.load[index] += QUARANTINE_LOAD
+
+    def tick(self, now: float) -> None:
+        while self._quarantined and self._quarantined[0][0] <= now:
+            _, index = self._quarantined.pop(0)
+            self.load[index] -= QUARANTINE_LOAD
+
+    def next_due(self) -> float | None:
+        return self._quarantined[0][0] if self._quarantined else None
+
+    def available(self) -> bool:
+        """Some assembler is not in quarantine (else ready chunks wait for one)."""
+        return len({i for _, i in self._quarantined}) < len(self.actors)
 
     def shutdown(self) -> None:
         import ray

@@ -104,3 +104,16 @@ class AlwaysFailReplica(IdentityReplica):
         if (0, 1) in keys:
             raise RuntimeError("injected failure")
         return super().__call__(batch)
+
+
+class FleetReplica(IdentityReplica):
+    """The identity at a fixed time per tile spent asleep (a GPU replica's cost profile, with
+    numpy only: never torch), the seconds per tile read from ``SARRAY_FLEET_TILE_S`` (default
+    1.0) at each call. The fleet benchmark (``benchmarks/bench_fleet.py``) runs dozens of these
+    on one box, pinned by fake GPUs, and sets the time per tile through the job's runtime env."""
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import time
+
+        time.sleep(float(os.environ.get("SARRAY_FLEET_TILE_S", "1.0")) * len(batch["tiles"]))
+        return super().__call__(batch)

@@ -176,6 +176,9 @@ def test_a_failed_call_is_sent_again_tile_by_tile(monkeypatch) -> None:
     assert again.keys == [call.keys[0]]
 
 
+FOUR = ((0, 0), (0, 1), (0, 2), (0, 3))  # an assembly call's chunks
+
+
 class _Writer:
     def __init__(self) -> None:
         self.merged: list[tuple[str, int]] = []
@@ -201,14 +204,14 @@ def test_written_chunks_are_merged_a_commit_at_a_time_or_when_last(monkeypatch) 
     out = next(iter(d.infos))
     d.left[out] = 40
     for _ in range(3):  # 12 chunks in three assembly calls: not yet
-        d.unmerged.setdefault(out, []).append((("asm", next(_REFS)), 4))
+        d.unmerged.setdefault(out, []).append((("asm", next(_REFS)), FOUR))
         d.unmerged_since.setdefault(out, clock[0])
         d._merge()
     assert w.merged == []
-    d.unmerged[out].append((("asm", next(_REFS)), 4))  # 16: a commit's worth
+    d.unmerged[out].append((("asm", next(_REFS)), FOUR))  # 16: a commit's worth
     d._merge()
     assert w.merged == [(out, 4)] and not d.unmerged
-    d.unmerged[out] = [(("asm", next(_REFS)), 4)]
+    d.unmerged[out] = [(("asm", next(_REFS)), FOUR)]
     d.unmerged_since[out] = clock[0]
     clock[0] += dispatch.MERGE_EVERY_S - 0.1
     d._merge()
@@ -217,9 +220,9 @@ def test_written_chunks_are_merged_a_commit_at_a_time_or_when_last(monkeypatch) 
     d._merge()
     assert w.merged[-1] == (out, 1)
     # The scene's last chunks: 40 - 16 - 4 merging; these 20 are all that is left.
-    d.unmerged[out] = [(("asm", next(_REFS)), 4)]
+    d.unmerged[out] = [(("asm", next(_REFS)), FOUR)]
     d.unmerged_since[out] = clock[0]
-    d.merges = {("merge", 1): (out, 16), ("merge", 2): (out, 4)}
+    d.merges = {("merge", 1): (out, 16, []), ("merge", 2): (out, 4, [])}
     d.left[out] = 24
     d._merge()
     assert w.merged[-1] == (out, 1) and len(w.merged) == 3
@@ -285,3 +288,20 @@ def test_the_pools_least_loaded_actor_is_the_one_a_full_pass_finds() -> None:
                 pool.release(rng.choice(busy))
         assert pool.has_slot() == (min(pool.load) < 2)
         assert pool.has_slot(queued=False) == (min(pool.load) < 1)
+
+
+def test_a_replica_lost_with_its_node_gets_no_call_for_a_while() -> None:
+    """A call that failed as a lost actor does puts its replica in quarantine: its tiles go to
+    the other replicas instead of failing on it again until Ray has seen the node go."""
+    from sarray.engine.pool import QUARANTINE_S
+
+    pool = ActorPool([_Actor() for _ in range(3)], slots=2)
+    pool.quarantine(1, now=10.0)
+    picks = []
+    for _ in range(4):
+        i = pool.pick()
+        picks.append(i)
+        pool.submit(i, None, [], returns=1)
+    assert 1 not in picks and not pool.has_slot()
+    pool.tick(10.0 + QUARANTINE_S)
+    assert pool.has_slot() and pool.pick() == 1

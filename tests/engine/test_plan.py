@@ -59,3 +59,30 @@ def test_predictions_are_released_as_soon_as_no_chunk_needs_them() -> None:
         held.append(len(asm.predictions))
     assert max(held) <= 3  # a column: a chunk needs the rows above and below only
     assert asm.predictions == {}
+
+
+def test_lost_chunks_wait_again_for_their_tiles_and_come_out_once() -> None:
+    """A node lost with an assembly: ``redo`` forgets the predictions of the chunks'
+    neighbourhoods and returns those tiles to compute again; chunks that were ready with one of
+    them wait again; once they are back, every chunk is handed out exactly once more."""
+    p = ScenePlan.build(scene_id="a", out_id="a", shape_in=(96, 128), spec=SPEC)  # 3 x 4 chunks
+    asm = Assembler([p], per_task=4)
+    for k in [(r, c) for r in (0, 1) for c in range(4)]:
+        asm.add(("a", *k), f"v1-{k}")
+    (first,) = asm.batches()
+    assert first.keys == ((0, 0), (0, 1), (0, 2), (0, 3))
+    for k in [(2, 0), (2, 1), (2, 2)]:
+        asm.add(("a", *k), f"v1-{k}")
+    assert asm.ready_count == 4  # (1,0), (1,1), (2,0), (2,1): not yet a batch
+    tiles = asm.redo("a", first.keys)
+    assert tiles == [(r, c) for r in (0, 1) for c in range(4)]
+    assert asm.ready_count == 0 and asm.remaining == 12  # the four ready ones wait again
+    assert all(("a", *t) not in asm.predictions for t in tiles)
+    assert asm.batches(flush=True) == []
+    for t in [*tiles, (2, 3)]:
+        asm.add(("a", *t), f"v2-{t}")
+    again = asm.batches(flush=True, per_task=1)
+    assert sorted(k for b in again for k in b.keys) == sorted(p.todo)
+    assert asm.remaining == 0 and asm.predictions == {}
+    redone = next(b for b in again if b.keys == ((0, 0),))
+    assert all(v.startswith("v2-") for v in redone.predictions)

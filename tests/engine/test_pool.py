@@ -17,10 +17,7 @@ class _Assembler:
 
 
 def _pool(n: int) -> AssemblerPool:
-    pool = object.__new__(AssemblerPool)
-    pool.actors = [_Assembler() for _ in range(n)]
-    pool.load, pool._owner, pool._next = [0] * n, {}, 0
-    return pool
+    return AssemblerPool(n, actors=[_Assembler() for _ in range(n)])
 
 
 def test_a_call_goes_home_while_its_assembler_is_not_behind() -> None:
@@ -41,3 +38,17 @@ def test_calls_without_a_home_go_to_the_least_loaded_in_turn() -> None:
     assert sorted(first) == [0, 1, 2]
     pool.done(next(r for r, i in pool._owner.items() if i == 1))
     assert pool._owner[pool.remote()] == 1
+
+
+def test_a_quarantined_assembler_gets_no_call_until_its_time_is_up() -> None:
+    """An assembler whose call was lost with its node is passed over, home or not, until
+    QUARANTINE_S have gone by (Ray restarts it elsewhere meanwhile)."""
+    from sarray.engine.pool import QUARANTINE_S
+
+    pool = _pool(2)
+    pool.quarantine(0, now=100.0)
+    assert [pool._owner[pool.remote(home=0)] for _ in range(3)] == [1, 1, 1]
+    pool.tick(100.0 + QUARANTINE_S - 1)
+    assert pool._owner[pool.remote(home=2)] == 1
+    pool.tick(100.0 + QUARANTINE_S)
+    assert pool._owner[pool.remote(home=0)] == 0 and pool.load == [1, 4]
