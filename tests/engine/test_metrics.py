@@ -12,7 +12,8 @@ def test_summary_lines_and_per_scene_counts(monkeypatch: pytest.MonkeyPatch) -> 
 
     from sarray.engine import metrics as m
 
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)  # its own Ray, even beside another cluster on the machine
     try:
         clock = [100.0]
         monkeypatch.setattr(m.time, "monotonic", lambda: clock[0])
