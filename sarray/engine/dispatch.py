@@ -155,9 +155,8 @@ class Dispatcher:
         while (self.queue or self.tile_calls or self.assembling or self.unmerged or self.merges
                or self.finishing or self.assembler.ready_count):
             now = time.monotonic()
-            for p in (self.pool, self.assemble):
-                if hasattr(p, "tick"):
-                    p.tick(now)
+            self.pool.tick(now)
+            self.assemble.tick(now)
             self._feed()
             refs = [*self.tile_calls, *self.assembling, *self.merges, *self.finishing]
             if not refs and not (self.queue or self.assembler.ready_count):
@@ -176,7 +175,8 @@ class Dispatcher:
                     self.unmerged.setdefault(out_id, []).append((ref, keys))
                     self.unmerged_since.setdefault(out_id, time.monotonic())
                 elif ref in self.merges:
-                    self._merged(ref, *self.merges.pop(ref))
+                    out_id, _, tasks = self.merges.pop(ref)
+                    self._merged(ref, out_id, tasks)
                 else:
                     out_id = self.finishing.pop(ref)
                     self.summaries[out_id].status = self.runtime.get(ref)
@@ -249,7 +249,7 @@ class Dispatcher:
         (work held back for a lost node's actors goes out then)."""
         due = [self._merge_due_in()]
         for p in (self.pool, self.assemble):
-            q = p.next_due() if hasattr(p, "next_due") else None
+            q = p.quarantined.next_due()
             due.append(None if q is None else q - time.monotonic())
         known = [t for t in due if t is not None]
         return max(0.0, min(known)) if known else None
@@ -290,7 +290,7 @@ class Dispatcher:
             pid, node, m0, m1 = self.runtime.get(ack)  # bad input (a damaged chunk...) is raised, no retry
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
             cause = ray_cause(e)
-            if _lost(e) and hasattr(self.pool, "quarantine"):
+            if _lost(e):
                 self.pool.quarantine(call.actor, time.monotonic())
             summary.retries += 1
             if self.metrics is not None:
@@ -330,7 +330,7 @@ class Dispatcher:
         if not self.queued and not self.calling:
             share = -(-self.assembler.ready_count // len(self.assemble.actors))
             per_task = max(1, min(self.assembler.per_task, share))
-        if hasattr(self.assemble, "available") and not self.assemble.available():
+        if not self.assemble.available():
             return  # every assembler lost with its node: the chunks wait for Ray to restart one
         flush = {o for o in self.assembler.ready_outputs() if not fed(o)}
         for b in self.assembler.batches(flush=flush, per_task=per_task):
@@ -342,8 +342,7 @@ class Dispatcher:
             self.assembling[ref] = (b.out_id, tuple(b.keys))
             self.assembling_chunks += len(b.keys)
 
-    def _merged(self, ref: Any, out_id: str, n: int = 0,
-                tasks: list[tuple[Any, tuple[Any, ...]]] | None = None) -> None:
+    def _merged(self, ref: Any, out_id: str, tasks: list[tuple[Any, tuple[Any, ...]]]) -> None:
         """Chunks are written and merged: count them; finish a scene after its last one. A
         merge that failed because some of its assembly tasks were lost (a node gone with the
         assembler or the predictions it held) merges the others again and computes the lost
@@ -353,12 +352,12 @@ class Dispatcher:
         try:
             notes = self.runtime.get(ref)
         except ray.exceptions.RayError as e:
-            if not tasks or not _lost(e):
+            if not _lost(e):
                 raise ReplicaError(f"scene {self.infos[out_id].scene_id!r}: chunks could not be "
                                    f"assembled: {_last_line(ray_cause(e))}") from None
             self._recover(out_id, tasks)
             return
-        for task, _ in tasks or ():
+        for task, _ in tasks:
             self.assemble.forget(task)
         s = self.summaries[out_id]
         for note in notes:
@@ -384,7 +383,7 @@ class Dispatcher:
             try:
                 self.runtime.get(task)
             except ray.exceptions.RayError as e:
-                if ran_on is not None and hasattr(self.assemble, "quarantine"):
+                if ran_on is not None:
                     self.assemble.quarantine(ran_on, time.monotonic())
                 if not _lost(e):
                     raise ReplicaError(f"scene {self.infos[out_id].scene_id!r}: chunks could not be "

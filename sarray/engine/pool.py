@@ -7,6 +7,7 @@ wraps it here. Each actor is pinned with ``num_gpus=1`` when the cluster has GPU
 
 from __future__ import annotations
 
+import collections
 import heapq
 import importlib
 import os
@@ -157,6 +158,32 @@ def plan_pool(replicas: int, device: str) -> PoolPlan:
 # until then, every call to them fails at once, and would use up a tile's attempts.
 QUARANTINE_S = 10.0
 
+
+class Quarantine:
+    """The actors of a pool that failed as lost ones do, each until :data:`QUARANTINE_S` after
+    its failure (pure bookkeeping: each pool says what a quarantined actor's load counts as)."""
+
+    def __init__(self) -> None:
+        self._until: collections.deque[tuple[float, int]] = collections.deque()  # time order
+
+    def add(self, index: int, now: float) -> None:
+        self._until.append((now + QUARANTINE_S, index))
+
+    def ended(self, now: float) -> list[int]:
+        """The actors whose quarantine is over by ``now`` (taken out of it)."""
+        out = []
+        while self._until and self._until[0][0] <= now:
+            out.append(self._until.popleft()[1])
+        return out
+
+    def next_due(self) -> float | None:
+        """When the first quarantine ends (None: none)."""
+        return self._until[0][0] if self._until else None
+
+    def count(self) -> int:
+        """Actors in quarantine."""
+        return len({i for _, i in self._until})
+
 # Ray restarts a dead replica and re-runs the calls it held (its own fault tolerance): a dying
 # GPU worker costs one model load, and the other replicas keep working meanwhile.
 ACTOR_MAX_RESTARTS = 4
@@ -203,7 +230,7 @@ class ActorPool:
         # (load, index) of every actor, and stale entries (skipped when on top): the least
         # loaded actor in O(log n) instead of a pass over a fleet's actors at every call.
         self._heap = [(0, i) for i in range(len(actors))]
-        self._quarantined: list[tuple[float, int]] = []  # (until, actor), in time order
+        self.quarantined = Quarantine()
 
     def _least(self) -> tuple[int, int]:
         h = self._heap
@@ -238,17 +265,12 @@ class ActorPool:
         """Actor ``index`` failed as a lost actor does (its node gone, or it is restarting):
         give it no call for :data:`QUARANTINE_S` (it counts as full), so the calls it failed go
         to the others instead of failing on it again before Ray has seen the node go."""
-        self._quarantined.append((now + QUARANTINE_S, index))
+        self.quarantined.add(index, now)
         self._set(index, self.load[index] + self.slots)
-
-    def next_due(self) -> float | None:
-        """When the first quarantine ends (None: none)."""
-        return self._quarantined[0][0] if self._quarantined else None
 
     def tick(self, now: float) -> None:
         """End the quarantines that are due."""
-        while self._quarantined and self._quarantined[0][0] <= now:
-            _, index = self._quarantined.pop(0)
+        for index in self.quarantined.ended(now):
             self._set(index, self.load[index] - self.slots)
 
     def shutdown(self) -> None:
@@ -308,10 +330,10 @@ class AssemblerPool:
                                   max_task_retries=ACTOR_MAX_TASK_RETRIES).remote()
                       for _ in range(n)]
         self.actors = actors  # given: stand-ins (the simulated fleet of bench_plan.py)
-        self.load = [0] * n
+        self.load = [0] * len(actors)
         self._owner: dict[Any, int] = {}
         self._next = 0
-        self._quarantined: list[tuple[float, int]] = []
+        self.quarantined = Quarantine()
         self.ran_on: dict[Any, int] = {}  # finished call -> its assembler, until forgotten
 
     def ready(self) -> list[Any]:
@@ -351,20 +373,17 @@ class AssemblerPool:
     def quarantine(self, index: int, now: float) -> None:
         """As :meth:`ActorPool.quarantine`: no call for :data:`QUARANTINE_S` (it looks far
         behind, so neither home nor least loaded)."""
-        self._quarantined.append((now + QUARANTINE_S, index))
+        self.quarantined.add(index, now)
         self.load[index] += QUARANTINE_LOAD
 
     def tick(self, now: float) -> None:
-        while self._quarantined and self._quarantined[0][0] <= now:
-            _, index = self._quarantined.pop(0)
+        """End the quarantines that are due."""
+        for index in self.quarantined.ended(now):
             self.load[index] -= QUARANTINE_LOAD
-
-    def next_due(self) -> float | None:
-        return self._quarantined[0][0] if self._quarantined else None
 
     def available(self) -> bool:
         """Some assembler is not in quarantine (else ready chunks wait for one)."""
-        return len({i for _, i in self._quarantined}) < len(self.actors)
+        return self.quarantined.count() < len(self.actors)
 
     def shutdown(self) -> None:
         import ray

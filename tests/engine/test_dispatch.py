@@ -233,6 +233,9 @@ class _Assemblers:
         self.actors = [None] * n
         self.calls: list[tuple[list, int | None]] = []
 
+    def available(self) -> bool:
+        return True
+
     def remote(self, box, keys, tile_keys, fork, *preds, home=None):
         self.calls.append((keys, home))
         return ("asm", next(_REFS))
