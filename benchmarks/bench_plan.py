@@ -101,7 +101,7 @@ class _Predict:
     def __init__(self, world: SimWorld, index: int) -> None:
         self.world, self.index, self.free_at, self.n = world, index, 0.0, 1
 
-    def options(self, *, num_returns: int) -> _Predict:
+    def options(self, *, num_returns: int, max_task_retries: int = 0) -> _Predict:
         self.n = num_returns
         return self
 
@@ -124,6 +124,9 @@ class SimReplica:
 class _Assemble:
     def __init__(self, world: SimWorld) -> None:
         self.world, self.free_at = world, 0.0
+
+    def options(self, *, max_task_retries: int = 0) -> _Assemble:
+        return self
 
     def remote(self, box: Any, keys: list[Any], tile_keys: list[Any], fork: Any, *preds: Any) -> int:
         c0 = time.thread_time()

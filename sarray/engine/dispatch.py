@@ -50,10 +50,14 @@ def _last_line(e: BaseException) -> str:
     return text.splitlines()[-1][:300] if text else type(e).__name__
 
 
-# Times one chunk's assembly may be lost with a node before the job stops: each is followed by
-# a quarantine of its assembler (QUARANTINE_S), so this covers a minute or two of Ray seeing the
-# node go and restarting its actors, and several nodes lost in one job.
+# Times one chunk's assembly, or one tile's call, may be lost with a node before the job stops:
+# each loss quarantines the actor it ran on (see sarray.engine.pool.Quarantine), so the next
+# try goes to one that is up; this covers several nodes lost in one job.
 MAX_LOST_ATTEMPTS = 10
+
+# The job stops when every replica has been in quarantine this long (every node that held one
+# gone, and no room for them elsewhere), instead of waiting for a restart that may never come.
+STARVED_S = 300.0
 
 
 def _lost(e: BaseException) -> bool:
@@ -141,6 +145,8 @@ class Dispatcher:
         # merge call -> (output, chunks, its assembly tasks: what to check if it fails)
         self.merges: dict[Any, tuple[str, int, list[tuple[Any, tuple[Any, ...]]]]] = {}
         self.redone: collections.Counter[tuple[str, Any]] = collections.Counter()  # lost chunks
+        self.lost_tiles: collections.Counter[tuple[str, Any]] = collections.Counter()  # per tile
+        self.starved_since: float | None = None  # since when every replica is in quarantine
         self.forks: dict[str, Any] = {}  # output -> ref of the fork of its last commit
         self.finishing: dict[Any, str] = {}  # finish call -> output (not waited for in line)
         self.left = {o: len(i.plan.todo) for o, i in infos.items()}
@@ -157,16 +163,22 @@ class Dispatcher:
             now = time.monotonic()
             self.pool.tick(now)
             self.assemble.tick(now)
+            self._check_starved(now)
             self._feed()
             refs = [*self.tile_calls, *self.assembling, *self.merges, *self.finishing]
             if not refs and not (self.queue or self.assembler.ready_count):
                 self._merge(now=True)  # only written chunks are left waiting: nothing else can come
                 continue
-            if not refs:  # work held back for a quarantine: nothing in flight to wait for
+            probes = [*self.pool.quarantined.probes, *self.assemble.quarantined.probes]
+            if not refs and not probes:  # work held back until the next probe goes out
                 time.sleep(min(1.0, self._wake_in() or 0.1))
                 continue
-            for ref in self.runtime.wait(refs, self._wake_in()):
-                if ref in self.tile_calls:
+            for ref in self.runtime.wait(refs + probes, self._wake_in()):
+                if ref in self.pool.quarantined.probes:
+                    self._probed(self.pool, ref)
+                elif ref in self.assemble.quarantined.probes:
+                    self._probed(self.assemble, ref)
+                elif ref in self.tile_calls:
                     self._tiles_back(ref, self.tile_calls.pop(ref))
                 elif ref in self.assembling:
                     out_id, keys = self.assembling.pop(ref)
@@ -192,6 +204,37 @@ class Dispatcher:
         if short:  # never a summary that says complete over chunks nobody wrote
             raise ReplicaError(f"{len(short)} output(s) ended with chunks unwritten "
                                f"({', '.join(f'{o}: {n}' for o, n in list(short.items())[:3])})")
+
+    def _probed(self, pool: Any, ref: Any) -> None:
+        """A quarantined actor's probe came back: it takes calls again if it answered."""
+        import ray
+
+        ok = dead = False
+        try:
+            self.runtime.get(ref)
+            ok = True
+        except ray.exceptions.ActorUnavailableError:
+            pass  # not up yet (its node's end not seen, or restarting): probed again later
+        except ray.exceptions.ActorDiedError:
+            dead = True  # no restart left: never probed again
+        except ray.exceptions.RayError:
+            pass
+        pool.probed(ref, ok=ok, dead=dead, now=time.monotonic())
+
+    def _check_starved(self, now: float) -> None:
+        """Stop, naming the cause, once every replica has been in quarantine for STARVED_S
+        with tiles still to do (no restart came: the cluster has no room left for them)."""
+        if self.pool.available() or not self.queue:
+            self.starved_since = None
+            return
+        if self.starved_since is None:
+            self.starved_since = now
+        elif now - self.starved_since >= STARVED_S:
+            raise ReplicaError(
+                f"every replica ({len(self.pool.actors)}) was lost and none came back in "
+                f"{STARVED_S:.0f} s ({len(self.queue)} tile(s) left): the cluster lost the nodes "
+                "that held them and has no room to restart them; add nodes, or rerun the job "
+                "(it resumes after the chunks already committed)")
 
     @staticmethod
     def _tiles_by_output(calls: Any) -> dict[str, int]:
@@ -245,8 +288,8 @@ class Dispatcher:
         return out_id, keys, attempts
 
     def _wake_in(self) -> float | None:
-        """Seconds the loop may wait for a result: until a merge is due, or a quarantine ends
-        (work held back for a lost node's actors goes out then)."""
+        """Seconds the loop may wait for a result: until a merge is due, or a quarantined
+        actor's next probe goes out."""
         due = [self._merge_due_in()]
         for p in (self.pool, self.assemble):
             q = p.quarantined.next_due()
@@ -288,13 +331,26 @@ class Dispatcher:
         summary = self.summaries[call.out_id]
         try:
             pid, node, m0, m1 = self.runtime.get(ack)  # bad input (a damaged chunk...) is raised, no retry
-        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError,
+                ray.exceptions.ObjectLostError) as e:
             cause = ray_cause(e)
-            if _lost(e):
-                self.pool.quarantine(call.actor, time.monotonic())
             summary.retries += 1
             if self.metrics is not None:
                 self.metrics.retried(call.out_id)
+            if _lost(e):
+                # The cluster's failure, not the tiles': they go again (to an actor that is up),
+                # without using up their attempts.
+                self.pool.quarantine(call.actor, time.monotonic())
+                for key in call.keys:
+                    self.lost_tiles[(call.out_id, key)] += 1
+                    if self.lost_tiles[(call.out_id, key)] >= MAX_LOST_ATTEMPTS:
+                        raise ReplicaError(
+                            f"scene {self.infos[call.out_id].scene_id!r}, tile {key}: lost "
+                            f"{MAX_LOST_ATTEMPTS} times; last error: {_last_line(cause)}") from None
+                for key in reversed(call.keys):
+                    self.queue.appendleft((call.out_id, key, call.attempts))
+                self.queued[call.out_id] += len(call.keys)
+                return
             attempts = call.attempts + 1
             if attempts >= MAX_TILE_ATTEMPTS:
                 keys = ", ".join(str(k) for k in call.keys)

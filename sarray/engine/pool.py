@@ -7,7 +7,6 @@ wraps it here. Each actor is pinned with ``num_gpus=1`` when the cluster has GPU
 
 from __future__ import annotations
 
-import collections
 import heapq
 import importlib
 import os
@@ -153,39 +152,76 @@ def plan_pool(replicas: int, device: str) -> PoolPlan:
     return PoolPlan(replicas, 0.0, slots, per, "cpu")
 
 
-# An actor whose call failed as a lost one does gets no call for this long. Ray takes a few
-# health checks (about 3 s each) to see that a node is gone and to restart its actors elsewhere;
-# until then, every call to them fails at once, and would use up a tile's attempts.
-QUARANTINE_S = 10.0
+# An actor whose call failed as a lost one does (its node gone, its process dead) gets no call
+# until it answers a probe (its ``ready()``): the first one PROBE_AFTER_S after the failure,
+# and after each failed one the wait doubles, up to PROBE_MAX_S. Ray takes a few health checks
+# to see that a node is gone; until then every call to its actors fails at once. Once it has, it
+# restarts them where there is room: a probe answers when the actor is back, and never while
+# it cannot be placed (no spare GPU on the nodes left), so the job goes on with the others.
+PROBE_AFTER_S = 1.0
+PROBE_MAX_S = 10.0
+
+
+def probe(actor: Any) -> Any:
+    """A ``ready()`` call that Ray does not retry (a failure comes back at once)."""
+    return actor.ready.options(max_task_retries=0).remote()
 
 
 class Quarantine:
-    """The actors of a pool that failed as lost ones do, each until :data:`QUARANTINE_S` after
-    its failure (pure bookkeeping: each pool says what a quarantined actor's load counts as)."""
+    """The actors of a pool that failed as lost ones do, and their probes (bookkeeping: each
+    pool says what a quarantined actor's load counts as)."""
 
     def __init__(self) -> None:
-        self._until: collections.deque[tuple[float, int]] = collections.deque()  # time order
+        self._due: list[tuple[float, int]] = []  # heap of (when to probe, actor)
+        self._wait: dict[int, float] = {}  # actor in quarantine -> its wait between probes
+        self.dead: set[int] = set()  # actors Ray will not restart: never probed again
+        self.probes: dict[Any, int] = {}  # probe call -> actor
 
-    def add(self, index: int, now: float) -> None:
-        self._until.append((now + QUARANTINE_S, index))
+    def __contains__(self, index: int) -> bool:
+        return index in self._wait
 
-    def ended(self, now: float) -> list[int]:
-        """The actors whose quarantine is over by ``now`` (taken out of it)."""
-        out = []
-        while self._until and self._until[0][0] <= now:
-            out.append(self._until.popleft()[1])
-        return out
+    def add(self, index: int, now: float) -> bool:
+        """Put actor ``index`` in quarantine (False: it already is)."""
+        if index in self._wait:
+            return False
+        self._wait[index] = PROBE_AFTER_S
+        heapq.heappush(self._due, (now + PROBE_AFTER_S, index))
+        return True
+
+    def send_probes(self, now: float, actors: list[Any]) -> None:
+        """Probe the actors whose wait is over."""
+        while self._due and self._due[0][0] <= now:
+            index = heapq.heappop(self._due)[1]
+            self.probes[probe(actors[index])] = index
+
+    def answered(self, ref: Any, *, ok: bool, dead: bool, now: float) -> int | None:
+        """A probe came back: the actor's index if it answered (out of quarantine now); if it
+        failed, the next probe waits twice as long (none if the actor is ``dead`` for good)."""
+        index = self.probes.pop(ref)
+        if ok:
+            del self._wait[index]
+            return index
+        if dead:
+            self.dead.add(index)
+            return None
+        self._wait[index] = min(PROBE_MAX_S, 2 * self._wait[index])
+        heapq.heappush(self._due, (now + self._wait[index], index))
+        return None
 
     def next_due(self) -> float | None:
-        """When the first quarantine ends (None: none)."""
-        return self._until[0][0] if self._until else None
+        """When the next probe goes out (None: none waits)."""
+        return self._due[0][0] if self._due else None
 
     def count(self) -> int:
         """Actors in quarantine."""
-        return len({i for _, i in self._until})
+        return len(self._wait)
 
-# Ray restarts a dead replica and re-runs the calls it held (its own fault tolerance): a dying
-# GPU worker costs one model load, and the other replicas keep working meanwhile.
+
+# Ray restarts a dead replica (its own fault tolerance): a dying GPU worker costs one model
+# load, and the other replicas keep working meanwhile. The calls it held are not retried by Ray
+# (the engine's predict and assemble calls say max_task_retries=0): they fail at once and the
+# dispatcher sends their work to the actors that are up. The actors' own default (the warm-up
+# calls) stays at ACTOR_MAX_TASK_RETRIES.
 ACTOR_MAX_RESTARTS = 4
 ACTOR_MAX_TASK_RETRIES = 2
 
@@ -254,8 +290,13 @@ class ActorPool:
             heapq.heapify(self._heap)
 
     def submit(self, index: int, *args: Any, returns: int) -> list[Any]:
+        # Not retried by Ray: a call held by an actor lost with its node fails at once and the
+        # dispatcher sends its tiles elsewhere (retried, it would wait for the actor's restart,
+        # forever where there is no room for it; so would the lineage reconstruction of its
+        # predictions, which Ray does only for calls it may retry).
         self._set(index, self.load[index] + 1)
-        refs = self.actors[index].predict.options(num_returns=returns).remote(*args)
+        refs = self.actors[index].predict.options(num_returns=returns,
+                                                  max_task_retries=0).remote(*args)
         return list(refs) if returns > 1 else [refs]
 
     def release(self, index: int) -> None:
@@ -263,15 +304,24 @@ class ActorPool:
 
     def quarantine(self, index: int, now: float) -> None:
         """Actor ``index`` failed as a lost actor does (its node gone, or it is restarting):
-        give it no call for :data:`QUARANTINE_S` (it counts as full), so the calls it failed go
-        to the others instead of failing on it again before Ray has seen the node go."""
-        self.quarantined.add(index, now)
-        self._set(index, self.load[index] + self.slots)
+        give it no call until it answers a probe (it counts as full), so the calls it failed
+        go to the others instead of failing on it again."""
+        if self.quarantined.add(index, now):
+            self._set(index, self.load[index] + self.slots)
 
     def tick(self, now: float) -> None:
-        """End the quarantines that are due."""
-        for index in self.quarantined.ended(now):
+        """Send the probes that are due."""
+        self.quarantined.send_probes(now, self.actors)
+
+    def probed(self, ref: Any, *, ok: bool, dead: bool, now: float) -> None:
+        """A probe came back (see :meth:`Quarantine.answered`)."""
+        index = self.quarantined.answered(ref, ok=ok, dead=dead, now=now)
+        if index is not None:
             self._set(index, self.load[index] - self.slots)
+
+    def available(self) -> bool:
+        """Some actor is not in quarantine."""
+        return self.quarantined.count() < len(self.actors)
 
     def shutdown(self) -> None:
         import ray
@@ -356,7 +406,7 @@ class AssemblerPool:
             i = home % n
         else:
             self._next = (i + 1) % n
-        ref = self.actors[i].assemble.remote(*args)
+        ref = self.actors[i].assemble.options(max_task_retries=0).remote(*args)  # as predict's
         self.load[i] += 1
         self._owner[ref] = i
         return ref
@@ -371,14 +421,19 @@ class AssemblerPool:
         return self.ran_on.pop(ref, None)
 
     def quarantine(self, index: int, now: float) -> None:
-        """As :meth:`ActorPool.quarantine`: no call for :data:`QUARANTINE_S` (it looks far
+        """As :meth:`ActorPool.quarantine`: no call until it answers a probe (it looks far
         behind, so neither home nor least loaded)."""
-        self.quarantined.add(index, now)
-        self.load[index] += QUARANTINE_LOAD
+        if self.quarantined.add(index, now):
+            self.load[index] += QUARANTINE_LOAD
 
     def tick(self, now: float) -> None:
-        """End the quarantines that are due."""
-        for index in self.quarantined.ended(now):
+        """Send the probes that are due."""
+        self.quarantined.send_probes(now, self.actors)
+
+    def probed(self, ref: Any, *, ok: bool, dead: bool, now: float) -> None:
+        """A probe came back (see :meth:`Quarantine.answered`)."""
+        index = self.quarantined.answered(ref, ok=ok, dead=dead, now=now)
+        if index is not None:
             self.load[index] -= QUARANTINE_LOAD
 
     def available(self) -> bool:

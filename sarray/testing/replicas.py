@@ -117,3 +117,26 @@ class FleetReplica(IdentityReplica):
 
         time.sleep(float(os.environ.get("SARRAY_FLEET_TILE_S", "1.0")) * len(batch["tiles"]))
         return super().__call__(batch)
+
+
+class MarkingSpeckleReplica(SpeckleReplica):
+    """:class:`SpeckleReplica` at ``SECONDS_PER_TILE`` asleep per tile, which touches the file
+    named by ``SARRAY_TEST_MARK_FILE`` once it has finished ``MARK_AFTER_CALLS`` calls: a
+    test waits for the file to take a node away while the job is under way on it."""
+
+    SECONDS_PER_TILE = 0.15
+    MARK_AFTER_CALLS = 2
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.calls = 0
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import time
+
+        time.sleep(self.SECONDS_PER_TILE * len(batch["tiles"]))
+        out = super().__call__(batch)
+        self.calls += 1
+        if self.calls >= self.MARK_AFTER_CALLS:
+            Path(os.environ["SARRAY_TEST_MARK_FILE"]).touch()
+        return out

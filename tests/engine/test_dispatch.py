@@ -20,14 +20,23 @@ class _Call:
     def remote(self, *args):
         return [("ref", next(_REFS)) for _ in range(self.n)]
 
-    def options(self, *, num_returns: int):
+    def options(self, *, num_returns: int = 1, max_task_retries: int | None = None):
         self.n = num_returns
         return self
+
+
+class _Probe:
+    def options(self, **kwargs):
+        return self
+
+    def remote(self):
+        return ("probe", next(_REFS))
 
 
 class _Actor:
     def __init__(self) -> None:
         self.predict = _Call()
+        self.ready = _Probe()
 
 
 def _simulate(seconds_per_tile: list[float], tiles_shape=(96, 128), batch: int = 2) -> list[float]:
@@ -293,18 +302,48 @@ def test_the_pools_least_loaded_actor_is_the_one_a_full_pass_finds() -> None:
         assert pool.has_slot(queued=False) == (min(pool.load) < 1)
 
 
-def test_a_replica_lost_with_its_node_gets_no_call_for_a_while() -> None:
+def test_a_replica_lost_with_its_node_gets_no_call_until_a_probe_answers() -> None:
     """A call that failed as a lost actor does puts its replica in quarantine: its tiles go to
-    the other replicas instead of failing on it again until Ray has seen the node go."""
-    from sarray.engine.pool import QUARANTINE_S
+    the other replicas instead of failing on it again. It is probed PROBE_AFTER_S later, then
+    at doubling waits while the probes fail (its node's end not yet seen, or no room to restart
+    it), and takes calls again once one answers."""
+    from sarray.engine.pool import PROBE_AFTER_S, PROBE_MAX_S
 
     pool = ActorPool([_Actor() for _ in range(3)], slots=2)
     pool.quarantine(1, now=10.0)
+    pool.quarantine(1, now=10.5)  # a second failed call of the same actor: one quarantine
     picks = []
     for _ in range(4):
         i = pool.pick()
         picks.append(i)
         pool.submit(i, None, [], returns=1)
-    assert 1 not in picks and not pool.has_slot()
-    pool.tick(10.0 + QUARANTINE_S)
-    assert pool.has_slot() and pool.pick() == 1
+    assert 1 not in picks and not pool.has_slot() and not pool.quarantined.probes
+    waits = []
+    now = 10.0 + PROBE_AFTER_S
+    for _ in range(6):
+        pool.tick(now)
+        (ref,) = pool.quarantined.probes
+        pool.probed(ref, ok=False, dead=False, now=now)
+        assert not pool.has_slot()  # still in quarantine
+        waits.append(pool.quarantined.next_due() - now)
+        now = pool.quarantined.next_due()
+    assert waits == [min(PROBE_MAX_S, PROBE_AFTER_S * 2 ** k) for k in range(1, 7)]
+    pool.tick(now - 0.01)
+    assert not pool.quarantined.probes  # not due yet
+    pool.tick(now)
+    (ref,) = pool.quarantined.probes
+    pool.probed(ref, ok=True, dead=False, now=now)
+    assert pool.has_slot() and pool.pick() == 1 and pool.quarantined.count() == 0
+
+
+def test_a_replica_with_no_restart_left_is_never_probed_again() -> None:
+    from sarray.engine.pool import PROBE_AFTER_S
+
+    pool = ActorPool([_Actor() for _ in range(2)], slots=2)
+    pool.quarantine(0, now=0.0)
+    pool.tick(PROBE_AFTER_S)
+    (ref,) = pool.quarantined.probes
+    pool.probed(ref, ok=False, dead=True, now=PROBE_AFTER_S)
+    pool.tick(1e9)
+    assert not pool.quarantined.probes and pool.quarantined.next_due() is None
+    assert pool.pick() == 1 and pool.available()

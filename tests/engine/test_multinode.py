@@ -79,3 +79,73 @@ def test_next_scene_starts_before_the_previous_one_finishes(tmp_path: Path) -> N
     last_model_first = max(span[3] for span in first.model_spans)
     assert first_model_second < last_write_first
     assert first_model_second - last_model_first < 0.2  # less than one tile's model time idle
+
+
+def test_a_node_lost_mid_job_the_job_finishes_on_the_others_bit_identical(tmp_path: Path, monkeypatch) -> None:
+    """A worker node goes away (``remove_node``, not graceful: a spot preemption) while replicas
+    and assemblers run on it. Its replica cannot be restarted (the node left has no spare GPU),
+    so the job finishes on the other one: its lost calls and lost predictions are done again,
+    its output equals an undisturbed run's bit for bit, every chunk is merged once, and the
+    summary line counts the retries."""
+    import threading
+    import time
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    scenes = [f"n{i}_vv" for i in range(4)]
+    a = tmp_path / "a.zarr"
+    for i, sid in enumerate(scenes):
+        t = write_geotiff(tmp_path / f"{sid}.tif", speckle_image((96, 128), seed=40 + i, looks=4))
+        ingest([t], a, IngestConfig(units="linear"))
+    mark = tmp_path / "mark"
+    monkeypatch.setenv("SARRAY_TEST_MARK_FILE", str(mark))  # inherited by the nodes' workers
+    # Fast health checks: the node's end is seen in about a second instead of fifteen.
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "_system_config": {"health_check_period_ms": 300,
+                                          "health_check_failure_threshold": 3}})
+    removed_at: list[float] = []
+    try:
+        doomed = cluster.add_node(num_cpus=2, num_gpus=1)  # one fake GPU per node: one replica each
+        cluster.add_node(num_cpus=2, num_gpus=1)
+        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+
+        def take_node_away() -> None:
+            deadline = time.time() + 120
+            while not mark.exists() and time.time() < deadline:
+                time.sleep(0.02)
+            removed_at.append(time.time())
+            cluster.remove_node(doomed, allow_graceful=False)
+
+        killer = threading.Thread(target=take_node_away, daemon=True)
+        killer.start()
+        cfg = TranslateConfig(replicas=2, **{**CFG, "replica_class":
+                                             "sarray.testing.replicas:MarkingSpeckleReplica"})
+        summaries = translate(a, scenes, cfg, progress=False)
+        killer.join(timeout=5)
+        ray.shutdown()
+    finally:
+        cluster.shutdown()
+    assert removed_at, "the replica never marked its progress"
+    assert [s.status for s in summaries] == ["complete"] * 4
+    # Before the node went, both replicas worked; after it, only the one left.
+    spans = [sp for s in summaries for sp in s.model_spans]
+    assert len({sp[1] for sp in spans if sp[3] < removed_at[0]}) == 2
+    after = {sp[1] for sp in spans if sp[2] > removed_at[0] + 1}
+    assert len(after) == 1 and doomed.unique_id not in after
+    assert sum(s.retries for s in summaries) > 0
+    assert any("retries 0" not in s.line() for s in summaries)
+    for s in summaries:  # every chunk merged exactly once
+        assert sorted(w["key"] for w in s.writes) == [(i, j) for i in range(3) for j in range(4)]
+    # The same job undisturbed, on one local node: the same bits.
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        ref = translate(a, scenes, TranslateConfig(replicas=1, **CFG), out_archive=tmp_path / "b.zarr",
+                        progress=False)
+    finally:
+        ray.shutdown()
+    assert [s.status for s in ref] == ["complete"] * 4
+    for sid in scenes:
+        np.testing.assert_array_equal(
+            Archive(a).open_scene(f"{sid}_x2")["backscatter"].values,
+            Archive(tmp_path / "b.zarr").open_scene(f"{sid}_x2")["backscatter"].values)

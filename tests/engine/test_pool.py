@@ -9,11 +9,17 @@ from sarray.engine.pool import HOME_SLACK_CALLS, AssemblerPool
 _REFS = itertools.count()
 
 
+class _Method:
+    def options(self, **kwargs):
+        return self
+
+    def remote(self, *args):
+        return ("ref", next(_REFS))
+
+
 class _Assembler:
-    class assemble:  # noqa: N801 - mimics an actor method handle
-        @staticmethod
-        def remote(*args):
-            return ("ref", next(_REFS))
+    assemble = _Method()  # mimics an actor method handle
+    ready = _Method()
 
 
 def _pool(n: int) -> AssemblerPool:
@@ -40,15 +46,19 @@ def test_calls_without_a_home_go_to_the_least_loaded_in_turn() -> None:
     assert pool._owner[pool.remote()] == 1
 
 
-def test_a_quarantined_assembler_gets_no_call_until_its_time_is_up() -> None:
-    """An assembler whose call was lost with its node is passed over, home or not, until
-    QUARANTINE_S have gone by (Ray restarts it elsewhere meanwhile)."""
-    from sarray.engine.pool import QUARANTINE_S
+def test_a_quarantined_assembler_gets_no_call_until_its_probe_answers() -> None:
+    """An assembler whose call was lost with its node is passed over, home or not, until a
+    probe answers (Ray restarted it elsewhere meanwhile)."""
+    from sarray.engine.pool import PROBE_AFTER_S
 
     pool = _pool(2)
     pool.quarantine(0, now=100.0)
     assert [pool._owner[pool.remote(home=0)] for _ in range(3)] == [1, 1, 1]
-    pool.tick(100.0 + QUARANTINE_S - 1)
-    assert pool._owner[pool.remote(home=2)] == 1
-    pool.tick(100.0 + QUARANTINE_S)
+    pool.tick(100.0 + PROBE_AFTER_S)
+    (probe,) = pool.quarantined.probes
+    pool.probed(probe, ok=False, dead=False, now=100.0 + PROBE_AFTER_S)
+    assert pool._owner[pool.remote(home=2)] == 1 and pool.available()
+    pool.tick(pool.quarantined.next_due())
+    (probe,) = pool.quarantined.probes
+    pool.probed(probe, ok=True, dead=False, now=200.0)
     assert pool._owner[pool.remote(home=0)] == 0 and pool.load == [1, 4]
