@@ -60,6 +60,7 @@ def project(
     tile_px: int = typer.Option(1024, "--tile-px", help="Output tile edge."),
     pols: int = typer.Option(2, "--pols", help="Polarisations per pixel."),
     gpus_per_node: int = typer.Option(1, "--gpus-per-node", help="GPUs per node (object-store headroom)."),
+    fleet: Optional[Path] = typer.Option(None, "--fleet", help="The fleet benchmark's results (bench_fleet.json): driver, writer and object-store figures measured at fleet size (default: benchmarks/results/bench_fleet.json of this checkout, when there is one)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """GPU-hours, replicas, wall time, storage and headroom of a run, every assumption listed.
@@ -77,7 +78,14 @@ def project(
     elif from_results is not None:
         t, source = tile_s_from_results(from_results, tile_px)
         extra = {"tile_s": t, "tile_s_source": source}
+    from sarray.engine.projection import fleet_figures_from_results
+
+    if fleet is None:
+        fleet = next((f for f in (Path.cwd() / "benchmarks" / "results" / "bench_fleet.json",
+                                  Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+                                  / "bench_fleet.json") if f.is_file()), None)
+    figures = fleet_figures_from_results(fleet) if fleet is not None else None
     result = run_projection(Projection(area_km2=area_km2, scale=scale, gpus=gpus,
                                        input_spacing_m=input_spacing_m, tile_px=tile_px, pols=pols,
-                                       gpus_per_node=gpus_per_node, **extra))
+                                       gpus_per_node=gpus_per_node, fleet=figures, **extra))
     typer.echo(json.dumps(result, indent=1) if as_json else format_projection(result))

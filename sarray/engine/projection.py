@@ -30,6 +30,64 @@ OBJECT_STORE_GB_PER_NODE = 16.0
 
 
 @dataclass(frozen=True, kw_only=True)
+class FleetFigures:
+    """What the fleet benchmark (``benchmarks/bench_fleet.py``) measured, per tile and per
+    replica, at its largest replica count.
+
+    Args:
+        driver_cpu_s_per_tile: the driver's CPU seconds per tile.
+        writer_cpu_s_per_tile: the output writer's CPU seconds per tile.
+        object_store_mb_per_replica: the peak object store in use / replicas, in MB.
+        bench_tile_mb: the bytes of one of the benchmark's tiles (prediction and input
+            window), in MB: the store figure is scaled from it to the projected tile.
+        replicas: the replica count those figures come from.
+        source: the results file and run they come from.
+    """
+
+    driver_cpu_s_per_tile: float
+    writer_cpu_s_per_tile: float
+    object_store_mb_per_replica: float
+    bench_tile_mb: float
+    replicas: int
+    source: str
+
+
+def _tile_mb(tile_px: int, pols: int, scale: int) -> float:
+    """One tile in flight: its prediction and its input window (float32)."""
+    return pols * tile_px**2 * 4 / 1e6 * (1 + 1 / scale**2)
+
+
+def fleet_figures_from_results(path: str | Path) -> FleetFigures:
+    """The fleet benchmark's figures (``bench_fleet.json``), from its run with the most
+    replicas that finished."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"`--fleet` ({p}): cannot read a fleet results JSON ({e}); run "
+                          "`python benchmarks/bench_fleet.py` first") from None
+    runs = [r for r in data.get("runs", []) if isinstance(r, dict) and "error" not in r
+            and r.get("tiles") and r.get("compute_window_s")]
+    if not runs:
+        raise ConfigError(f"`--fleet` ({p}): no finished run in it (a 'runs' list of "
+                          "bench_fleet.py); run `python benchmarks/bench_fleet.py`")
+    r = max(runs, key=lambda x: x["replicas"])
+    window, tiles, reps = float(r["compute_window_s"]), int(r["tiles"]), int(r["replicas"])
+    cfg = data.get("config", {})
+    bench_tile = _tile_mb(int(cfg.get("chunk_px", 64)), 1, int(cfg.get("scale", 2)))
+    env = data.get("environment", {})
+    fig = FleetFigures(
+        driver_cpu_s_per_tile=float(r["driver_cpu_share"]) * window / tiles,
+        writer_cpu_s_per_tile=float(r["writer_cpu_share"]) * window / tiles,
+        object_store_mb_per_replica=float(r.get("object_store_peak_mib") or 0.0) * 1.048576 / reps,
+        bench_tile_mb=bench_tile, replicas=reps,
+        source=(f"{p}: run at {reps} replicas, {tiles} tiles, CPU headroom "
+                f"{r.get('cpu_headroom', float('nan')):.2f} ({env.get('cores', '?')} cores, "
+                f"commit {env.get('commit', '?')}, {env.get('date', '?')})"))
+    return fig
+
+
+@dataclass(frozen=True, kw_only=True)
 class Projection:
     """The inputs of a projection (each is printed as an assumption).
 
@@ -50,6 +108,9 @@ class Projection:
         chunks_in_flight_per_replica: the engine's window of chunks per replica.
         object_store_gb_per_node: object store of one GPU node.
         gpus_per_node: GPUs per node.
+        fleet: the per-tile driver and writer CPU and the object store per replica measured
+            by the fleet benchmark (:func:`fleet_figures_from_results`); None: the driver from
+            ``driver_cpu_s_per_mpx`` and the store from the chunks in flight, as before.
     """
 
     area_km2: float
@@ -68,6 +129,7 @@ class Projection:
     chunks_in_flight_per_replica: int = CHUNKS_IN_FLIGHT_PER_REPLICA
     object_store_gb_per_node: float = OBJECT_STORE_GB_PER_NODE
     gpus_per_node: int = 1
+    fleet: FleetFigures | None = None
 
     def __post_init__(self) -> None:
         for name in ("area_km2", "tile_s", "input_spacing_m", "efficiency", "compression"):
@@ -110,9 +172,17 @@ def project(p: Projection) -> dict[str, Any]:
     wall_h = gpu_hours / p.gpus + p.model_load_s / 3600
     raw_tb = pixels * p.pols * p.bytes_per_value / 1e12
     mpx_per_s = pixels / 1e6 / (wall_h * 3600)
-    driver_cores = mpx_per_s * p.driver_cpu_s_per_mpx
-    tile_mb = p.pols * p.tile_px**2 * 4 / 1e6 * (1 + 1 / p.scale**2)  # prediction + input window
-    store_gb = p.chunks_in_flight_per_replica * tile_mb * p.gpus_per_node / 1e3
+    tile_mb = _tile_mb(p.tile_px, p.pols, p.scale)
+    writer_cores = None
+    if p.fleet is None:
+        driver_cores = mpx_per_s * p.driver_cpu_s_per_mpx
+        store_gb = p.chunks_in_flight_per_replica * tile_mb * p.gpus_per_node / 1e3
+    else:  # measured per tile and per replica at fleet size
+        tiles_per_s = p.gpus * p.efficiency / p.tile_s
+        driver_cores = tiles_per_s * p.fleet.driver_cpu_s_per_tile
+        writer_cores = tiles_per_s * p.fleet.writer_cpu_s_per_tile
+        store_gb = (p.fleet.object_store_mb_per_replica * tile_mb / p.fleet.bench_tile_mb
+                    * p.gpus_per_node / 1e3)
     return {
         "assumptions": asdict(p),
         "output_spacing_m": out_spacing,
@@ -126,6 +196,7 @@ def project(p: Projection) -> dict[str, Any]:
         "output_mpx_per_s": mpx_per_s,
         "driver_cores_needed": driver_cores,
         "driver_headroom": 1.0 / driver_cores if driver_cores else math.inf,
+        "writer_cores_needed": writer_cores,
         "object_store_gb_per_node_needed": store_gb,
         "object_store_headroom": p.object_store_gb_per_node / store_gb if store_gb else math.inf,
     }
@@ -146,9 +217,7 @@ def format_projection(r: dict[str, Any]) -> str:
         f"  model load per replica   {a['model_load_s']:.0f} s",
         f"  stored values            {a['bytes_per_value']} bytes, compressed to {a['compression']:.2f} (assumed: "
         "zstd on speckled float32 barely compresses)",
-        f"  driver CPU               {a['driver_cpu_s_per_mpx']} s per output Mpx (bench_translate)",
-        f"  object store             {a['object_store_gb_per_node']:.0f} GB per node, "
-        f"{a['gpus_per_node']} GPU(s) per node, {a['chunks_in_flight_per_replica']} chunks in flight per replica",
+        *_engine_assumptions(a),
         "",
         "projection",
         f"  tiles                    {r['tiles']:,}",
@@ -159,7 +228,26 @@ def format_projection(r: dict[str, Any]) -> str:
         f"  throughput               {r['output_mpx_per_s']:,.1f} output Mpx/s",
         f"  driver                   {r['driver_cores_needed']:.3f} of one core "
         f"(headroom x{r['driver_headroom']:,.0f})",
+        *([f"  writer                   {r['writer_cores_needed']:.3f} of one core"]
+          if r.get("writer_cores_needed") is not None else []),
         f"  object store per node    {r['object_store_gb_per_node_needed']:.2f} GB needed "
         f"(headroom x{r['object_store_headroom']:,.1f})",
     ]
     return "\n".join(lines)
+
+
+def _engine_assumptions(a: dict[str, Any]) -> list[str]:
+    """The driver, writer and object-store lines of the assumptions: measured at fleet size
+    when a fleet results file was read, else the two-replica figures."""
+    f = a.get("fleet")
+    store = f"  object store             {a['object_store_gb_per_node']:.0f} GB per node, {a['gpus_per_node']} GPU(s) per node"
+    if not f:
+        return [f"  driver CPU               {a['driver_cpu_s_per_mpx']} s per output Mpx (bench_translate, "
+                "2 replicas; no fleet results read)",
+                f"{store}, {a['chunks_in_flight_per_replica']} chunks in flight per replica"]
+    return [f"  fleet results            {f['source']}",
+            f"  driver CPU               {1e6 * f['driver_cpu_s_per_tile']:.0f} us per tile "
+            f"(measured at {f['replicas']} replicas)",
+            f"  writer CPU               {1e6 * f['writer_cpu_s_per_tile']:.0f} us per tile",
+            f"{store}, {f['object_store_mb_per_replica']:.3f} MB per replica measured with "
+            f"{f['bench_tile_mb'] * 1e3:.0f} kB tiles, scaled to the projected tile"]

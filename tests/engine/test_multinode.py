@@ -100,10 +100,14 @@ def test_a_node_lost_mid_job_the_job_finishes_on_the_others_bit_identical(tmp_pa
         ingest([t], a, IngestConfig(units="linear"))
     mark = tmp_path / "mark"
     monkeypatch.setenv("SARRAY_TEST_MARK_FILE", str(mark))  # inherited by the nodes' workers
-    # Fast health checks: the node's end is seen in about a second instead of fifteen.
+    # Fast health checks: the node's end is seen in about a second instead of fifteen. Every
+    # prediction in the object store of the node that made it (as a model's megabyte tiles
+    # are; these small ones would otherwise travel inline to the driver): the lost node takes
+    # predictions with it, and the chunks that needed them are assembled again.
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "_system_config": {"health_check_period_ms": 300,
-                                          "health_check_failure_threshold": 3}})
+                                          "health_check_failure_threshold": 3,
+                                          "max_direct_call_object_size": 512}})
     removed_at: list[float] = []
     try:
         doomed = cluster.add_node(num_cpus=2, num_gpus=1)  # one fake GPU per node: one replica each

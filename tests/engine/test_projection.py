@@ -43,3 +43,48 @@ def test_the_command_prints_every_assumption_and_reads_results(tmp_path: Path) -
     out = json.loads(res.output)
     assert out["assumptions"]["tile_s"] == pytest.approx(1024**2 / 1e6 / 0.1)
     assert "bench.json" in out["assumptions"]["tile_s_source"]
+
+
+def _fleet_file(tmp_path: Path, runs: list[dict]) -> Path:
+    path = tmp_path / "bench_fleet.json"
+    path.write_text(json.dumps({"environment": {"cores": 2, "commit": "abc", "date": "d"},
+                                "config": {"chunk_px": 64, "scale": 2}, "runs": runs}))
+    return path
+
+
+def test_the_projection_takes_driver_writer_and_store_from_the_fleet_results(tmp_path: Path) -> None:
+    """The largest finished run of bench_fleet.json gives the per-tile driver and writer CPU
+    and the store per replica; the output names the file it read."""
+    runs = [{"replicas": 8, "tiles": 5000, "compute_window_s": 100.0, "driver_cpu_share": 0.5,
+             "writer_cpu_share": 0.5, "object_store_peak_mib": 1.0},
+            {"replicas": 32, "tiles": 5000, "compute_window_s": 200.0, "driver_cpu_share": 0.05,
+             "writer_cpu_share": 0.025, "object_store_peak_mib": 64.0},
+            {"replicas": 64, "error": "available memory 1.5 GiB < 2 GiB: run stopped"}]
+    path = _fleet_file(tmp_path, runs)
+    res = CliRunner().invoke(app, ["bench", "project", "--area-km2", "10e6", "--gpus", "64",
+                                   "--tile-s", "5", "--gpus-per-node", "8", "--fleet", str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    fleet = out["assumptions"]["fleet"]
+    assert fleet["replicas"] == 32 and str(path) in fleet["source"]
+    assert fleet["driver_cpu_s_per_tile"] == pytest.approx(0.05 * 200 / 5000)
+    tiles_per_s = 64 * 0.95 / 5
+    assert out["driver_cores_needed"] == pytest.approx(tiles_per_s * 0.05 * 200 / 5000)
+    assert out["writer_cores_needed"] == pytest.approx(tiles_per_s * 0.025 * 200 / 5000)
+    bench_tile = 64**2 * 4 / 1e6 * 1.25
+    real_tile = 2 * 1024**2 * 4 / 1e6 * (1 + 1 / 16)
+    assert out["object_store_gb_per_node_needed"] == pytest.approx(
+        64 * 1.048576 / 32 * real_tile / bench_tile * 8 / 1e3)
+    text = CliRunner().invoke(app, ["bench", "project", "--area-km2", "10e6", "--gpus", "64",
+                                    "--fleet", str(path)]).output
+    assert f"fleet results            {path}" in text and "measured at 32 replicas" in text
+
+
+@pytest.mark.parametrize("content", ["not json", json.dumps({"runs": [{"replicas": 8, "error": "x"}]})])
+def test_an_unusable_fleet_file_is_one_clear_error(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "fleet.json"
+    path.write_text(content)
+    res = CliRunner().invoke(app, ["bench", "project", "--area-km2", "10", "--gpus", "2",
+                                   "--fleet", str(path)])
+    assert res.exit_code != 0
+    assert "`--fleet`" in res.output and str(path) in res.output and "Traceback" not in res.output
