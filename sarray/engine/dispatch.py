@@ -370,7 +370,7 @@ class Dispatcher:
         if self.metrics is not None:
             self.metrics.tiles_back(call.out_id, len(call.keys), call.actor, m1 - m0)
         for key, pred in zip(call.keys, call.preds):
-            self.assembler.add((call.out_id, *key), pred)
+            self.assembler.add((call.out_id, *key), pred, node)
 
     def _assemble(self) -> None:
         """Send ready chunks to assembly tasks (partial groups once an output gets no more tiles)."""
@@ -394,7 +394,8 @@ class Dispatcher:
                 self.forks[b.out_id] = self.writer.fork.remote(b.out_id)
             home = b.keys[0][1] // self.assembler.per_task if per_task is None else None
             ref = self.assemble.remote(self.boxes[b.out_id], list(b.keys), list(b.tile_keys),
-                                       self.forks[b.out_id], *b.predictions, home=home)
+                                       self.forks[b.out_id], *b.predictions, home=home,
+                                       node=b.origin)
             self.assembling[ref] = (b.out_id, tuple(b.keys))
             self.assembling_chunks += len(b.keys)
 

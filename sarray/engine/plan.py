@@ -76,12 +76,15 @@ class AssemblyBatch:
         keys: the chunks, (row, col).
         tile_keys: the union of their neighbourhoods, in the order of ``predictions``.
         predictions: one opaque value (an object ref) per tile key.
+        origin: the node that made most of those predictions (None: not known), where the
+            assembly had best run (the predictions are in that node's object store).
     """
 
     out_id: str
     keys: tuple[tuple[int, int], ...]
     tile_keys: tuple[tuple[int, int], ...]
     predictions: tuple[Any, ...]
+    origin: Any = None
 
 
 class Assembler:
@@ -116,6 +119,7 @@ class Assembler:
                     u = (k, *n)
                     users[u] = users.get(u, 0) + 1
         self.predictions: dict[Key, Any] = {}
+        self.origins: dict[Key, Any] = {}  # tile -> the node that made its prediction, if known
         self._ready: dict[str, list[tuple[int, int]]] = {}
         self._ready_count = 0  # kept as chunks come and go: the driver asks at every call
 
@@ -133,11 +137,14 @@ class Assembler:
         """The outputs that have ready chunks."""
         return list(self._ready)
 
-    def add(self, key: Key, prediction: Any) -> None:
-        """Record a tile's prediction; the chunks it completes become ready. A prediction given
-        again (its tile computed twice) replaces the first and completes nothing more."""
+    def add(self, key: Key, prediction: Any, origin: Any = None) -> None:
+        """Record a tile's prediction (made on node ``origin``, if known); the chunks it
+        completes become ready. A prediction given again (its tile computed twice) replaces
+        the first and completes nothing more."""
         again = key in self.predictions
         self.predictions[key] = prediction
+        if origin is not None:
+            self.origins[key] = origin
         if again:
             return
         sid, r, c = key
@@ -169,7 +176,8 @@ class Assembler:
                 self._ready_count -= len(take)
                 tile_keys = tuple(sorted({n for k in take for n in plan.neighbours(k)}))
                 out.append(AssemblyBatch(out_id=sid, keys=tuple(take), tile_keys=tile_keys,
-                                         predictions=tuple(self.predictions[(sid, *n)] for n in tile_keys)))
+                                         predictions=tuple(self.predictions[(sid, *n)] for n in tile_keys),
+                                         origin=self._origin(sid, tile_keys)))
                 for k in take:
                     for n in plan.neighbours(k):
                         self._release((sid, *n))
@@ -189,6 +197,7 @@ class Assembler:
         tiles = sorted({n for k in keys for n in plan.neighbours(k)})
         ready = self._ready.get(out_id, [])
         for t in tiles:
+            self.origins.pop((out_id, *t), None)
             if self.predictions.pop((out_id, *t), None) is None:
                 continue
             for c in plan.neighbours(t):
@@ -208,8 +217,20 @@ class Assembler:
                 self._users[u] = self._users.get(u, 0) + 1
         return tiles
 
+    def _origin(self, sid: str, tile_keys: tuple[tuple[int, int], ...]) -> Any:
+        """The node that made most of these predictions (the first of equals; None: none known)."""
+        if not self.origins:
+            return None
+        counts: dict[Any, int] = {}
+        for n in tile_keys:
+            o = self.origins.get((sid, *n))
+            if o is not None:
+                counts[o] = counts.get(o, 0) + 1
+        return max(counts, key=counts.__getitem__) if counts else None
+
     def _release(self, key: Key) -> None:
         self._users[key] -= 1
         if self._users[key] == 0:
             del self._users[key]
             self.predictions.pop(key, None)
+            self.origins.pop(key, None)

@@ -7,6 +7,7 @@ wraps it here. Each actor is pinned with ``num_gpus=1`` when the cluster has GPU
 
 from __future__ import annotations
 
+import collections
 import heapq
 import importlib
 import os
@@ -239,12 +240,13 @@ def _remote(obj: Any) -> Any:
     return _REMOTE[key]
 
 
-def start_actor(plan: PoolPlan, replica_class: str, replica_config: dict[str, Any]) -> Any:
-    """Start one replica actor (not waited for)."""
+def start_actor(plan: PoolPlan, replica_class: str, replica_config: dict[str, Any],
+                node: str | None = None) -> Any:
+    """Start one replica actor (not waited for), on ``node`` if Ray can (see :func:`replica_nodes`)."""
     cls = _remote(ReplicaActor)
     return cls.options(num_gpus=plan.num_gpus, num_cpus=plan.num_cpus,
                        max_concurrency=2, max_restarts=ACTOR_MAX_RESTARTS,
-                       max_task_retries=ACTOR_MAX_TASK_RETRIES).remote(
+                       max_task_retries=ACTOR_MAX_TASK_RETRIES, **_on(node)).remote(
         replica_class, {**replica_config, "device": plan.device}, plan.torch_threads
     )
 
@@ -342,10 +344,14 @@ MIN_ASSEMBLERS = 2
 class AssemblerActor:
     """Blends and writes chunks (:func:`sarray.engine.work.assemble_chunks`) in a Ray worker."""
 
-    def ready(self) -> int:
+    def ready(self) -> tuple[int, str | None]:
+        """The imports done: (pid, node id)."""
+        import ray
+
         from sarray.engine.work import warm_imports
 
-        return warm_imports()
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+        return warm_imports(), node
 
     def warm(self, info_box: list[Any]) -> None:
         from sarray.engine.work import warm_scene
@@ -365,6 +371,51 @@ QUARANTINE_LOAD = 1 << 20
 # An assembly call goes to its home assembler while that one has no more than this many calls
 # beyond the least loaded (see AssemblerPool.remote).
 HOME_SLACK_CALLS = 1
+# A call goes to an assembler on the node that made its predictions (they are in that node's
+# object store: no copy between nodes) while that one has no more than this many calls beyond
+# the least loaded of all.
+NODE_SLACK_CALLS = 4
+# GPU replicas per assembler on a node (at least one per node that holds replicas): at a few
+# seconds per tile, one assembler (tens of ms per chunk) keeps up with several GPUs.
+GPU_REPLICAS_PER_ASSEMBLER = 4
+
+
+def replica_nodes(plan: PoolPlan) -> list[str | None]:
+    """The node each replica is asked to go to: GPU replicas packed onto the nodes with the
+    most GPUs (so that each node's assemblers serve as many of them as they can); None for
+    CPU replicas (Ray places them). The request is soft: Ray places a replica elsewhere when
+    its node has no room (and where it can when the node is lost)."""
+    if plan.num_gpus <= 0:
+        return [None] * plan.replicas
+    import ray
+
+    nodes = sorted(((n["Resources"].get("GPU", 0), n["NodeID"]) for n in ray.nodes()
+                    if n.get("Alive") and n["Resources"].get("GPU", 0) >= 1),
+                   key=lambda x: (-x[0], x[1]))
+    out: list[str | None] = []
+    for gpus, node in nodes:
+        out += [node] * min(int(gpus), plan.replicas - len(out))
+    return out + [None] * (plan.replicas - len(out))
+
+
+def assembler_nodes(plan: PoolPlan, nodes: list[str | None]) -> list[str | None]:
+    """Where the job's assemblers go: with GPU replicas, one per
+    :data:`GPU_REPLICAS_PER_ASSEMBLER` replicas of each node, on that node; with CPU replicas
+    (which leave assembly the cores' share), one per replica and at least
+    :data:`MIN_ASSEMBLERS`, placed by Ray."""
+    if plan.num_gpus <= 0 or any(n is None for n in nodes):
+        return [None] * max(MIN_ASSEMBLERS, plan.replicas)
+    per_node = collections.Counter(nodes)
+    return [n for n, k in per_node.items() for _ in range(-(-k // GPU_REPLICAS_PER_ASSEMBLER))]
+
+
+def _on(node: str | None) -> dict[str, Any]:
+    """Ray options for a soft request to run on ``node`` (none for None)."""
+    if node is None:
+        return {}
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node, soft=True)}
 
 
 class AssemblerPool:
@@ -373,21 +424,34 @@ class AssemblerPool:
     that assembler's cell cache, instead of once in each of two) unless that one is behind;
     otherwise to the one with the fewest calls in flight."""
 
-    def __init__(self, n: int, actors: list[Any] | None = None) -> None:
+    def __init__(self, n: int, actors: list[Any] | None = None,
+                 nodes: list[str | None] | None = None) -> None:
         if actors is None:
             cls = _remote(AssemblerActor)
+            nodes = nodes if nodes is not None else [None] * n
             actors = [cls.options(num_cpus=ASSEMBLE_NUM_CPUS, max_restarts=ACTOR_MAX_RESTARTS,
-                                  max_task_retries=ACTOR_MAX_TASK_RETRIES).remote()
-                      for _ in range(n)]
+                                  max_task_retries=ACTOR_MAX_TASK_RETRIES, **_on(node)).remote()
+                      for node in nodes]
         self.actors = actors  # given: stand-ins (the simulated fleet of bench_plan.py)
         self.load = [0] * len(actors)
+        self.by_node: dict[Any, list[int]] = {}  # node -> its assemblers (see learn_nodes)
         self._owner: dict[Any, int] = {}
         self._next = 0
         self.quarantined = Quarantine()
         self.ran_on: dict[Any, int] = {}  # finished call -> its assembler, until forgotten
 
     def ready(self) -> list[Any]:
+        """Refs of each assembler's (pid, node): give their values to :meth:`learn_nodes`."""
         return [a.ready.remote() for a in self.actors]
+
+    def learn_nodes(self, answers: list[tuple[int, Any]]) -> None:
+        """Where each assembler runs (the answers of :meth:`ready`, in order). An assembler
+        Ray restarts elsewhere after its node is lost stays filed under the old node, which
+        makes no call of that node's predictions, which are gone with it."""
+        self.by_node = {}
+        for i, (_, node) in enumerate(answers):
+            if node is not None:
+                self.by_node.setdefault(node, []).append(i)
 
     def warm(self, info_box: list[Any]) -> list[Any]:
         """Every assembler opens the scene it will see first (queued behind its imports):
@@ -395,14 +459,25 @@ class AssemblerPool:
         run."""
         return [a.warm.remote(info_box) for a in self.actors]
 
-    def remote(self, *args: Any, home: int | None = None) -> Any:
-        """Send one assembly call: to assembler ``home`` (modulo their number) while it has at
-        most :data:`HOME_SLACK_CALLS` calls more than the least loaded, otherwise to the least
+    def remote(self, *args: Any, home: int | None = None, node: Any = None) -> Any:
+        """Send one assembly call: to an assembler on ``node`` (the one that made most of its
+        predictions) while it has at most :data:`NODE_SLACK_CALLS` calls more than the least
+        loaded of all (``home`` picks among that node's, else its least loaded); otherwise to
+        assembler ``home`` (modulo their number) while it has at most
+        :data:`HOME_SLACK_CALLS` calls more than the least loaded, otherwise to the least
         loaded (ties in turn)."""
         n = len(self.actors)
         least = min(((self._next + k) % n for k in range(n)), key=self.load.__getitem__)
         i = least
-        if home is not None and self.load[home % n] <= self.load[least] + HOME_SLACK_CALLS:
+        local = self.by_node.get(node) if node is not None else None
+        if local:
+            j = (local[home % len(local)] if home is not None
+                 and self.load[local[home % len(local)]] <= min(self.load[x] for x in local) + HOME_SLACK_CALLS
+                 else min(local, key=self.load.__getitem__))
+            i = j if self.load[j] <= self.load[least] + NODE_SLACK_CALLS else least
+            if i == least:
+                self._next = (i + 1) % n
+        elif home is not None and self.load[home % n] <= self.load[least] + HOME_SLACK_CALLS:
             i = home % n
         else:
             self._next = (i + 1) % n

@@ -35,10 +35,11 @@ from sarray.config import CHUNKS_IN_FLIGHT_PER_REPLICA, PREFETCH_BATCHES_PER_REP
 from sarray.engine.dispatch import Dispatcher, get
 from sarray.engine.plan import Assembler
 from sarray.engine.pool import (
-    MIN_ASSEMBLERS,
     ActorPool,
     AssemblerPool,
+    assembler_nodes,
     plan_pool,
+    replica_nodes,
     start_actor,
     start_writer,
 )
@@ -203,9 +204,13 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
     pool = assemblers = None
     try:
         plan = plan_pool(config.replicas, config.device)
-        pool = ActorPool([start_actor(plan, config.replica_class, replica_cfg)
-                          for _ in range(plan.replicas)], slots=PREFETCH_BATCHES_PER_REPLICA)
-        assemblers = AssemblerPool(max(MIN_ASSEMBLERS, plan.replicas))
+        # GPU replicas packed onto nodes, and their assemblers beside them (one per few GPUs
+        # of each node): assembly reads its predictions from its own node's object store.
+        nodes = replica_nodes(plan)
+        pool = ActorPool([start_actor(plan, config.replica_class, replica_cfg, node)
+                          for node in nodes], slots=PREFETCH_BATCHES_PER_REPLICA)
+        asm_nodes = assembler_nodes(plan, nodes)
+        assemblers = AssemblerPool(len(asm_nodes), nodes=asm_nodes)
         prepared = get(planned)
         summaries = {p.out_id: TranslateSummary(
             source_scene=p.scene_id, out_scene=p.out_id, chunks_total=p.chunks_total,
@@ -220,9 +225,11 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
             # Every model loaded before the first tile; meanwhile every worker opens the first
             # scene (queued behind __init__).
             first = [next(iter(boxes.values()))] if boxes else []
-            get([a.ready.remote() for a in pool.actors] + assemblers.ready()
+            asm_ready = assemblers.ready()
+            get([a.ready.remote() for a in pool.actors] + asm_ready
                 + [a.warm.remote(b) for a in pool.actors for b in first]
                 + [ref for b in first for ref in assemblers.warm(b)])
+            assemblers.learn_nodes(get(asm_ready))
             # 3. Stream every scene through the pool, the assembly tasks and the writer.
             from sarray.engine.metrics import SUMMARY_EVERY_S, JobMetrics
 

@@ -102,7 +102,7 @@ def _dispatcher(shapes, *, replicas: int = 1, batch: int = 2, max_batch: int | N
     return Dispatcher(pool=pool, writer=writer, assemble=None,
                       infos={p.out_id: SimpleNamespace(plan=p) for p in plans},
                       boxes={p.out_id: None for p in plans},
-                      assembler=SimpleNamespace(ready_count=0, add=lambda key, pred: None),
+                      assembler=SimpleNamespace(ready_count=0, add=lambda key, pred, origin=None: None),
                       summaries={p.out_id: SimpleNamespace(tiles=0, model_spans=[], retries=0)
                                  for p in plans},
                       batch_size=batch, max_batch_size=max_batch, max_chunks_in_flight=10**6,
@@ -245,7 +245,7 @@ class _Assemblers:
     def available(self) -> bool:
         return True
 
-    def remote(self, box, keys, tile_keys, fork, *preds, home=None):
+    def remote(self, box, keys, tile_keys, fork, *preds, home=None, node=None):
         self.calls.append((keys, home))
         return ("asm", next(_REFS))
 

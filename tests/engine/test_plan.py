@@ -86,3 +86,16 @@ def test_lost_chunks_wait_again_for_their_tiles_and_come_out_once() -> None:
     assert asm.remaining == 0 and asm.predictions == {}
     redone = next(b for b in again if b.keys == ((0, 0),))
     assert all(v.startswith("v2-") for v in redone.predictions)
+
+
+def test_a_batch_names_the_node_that_made_most_of_its_predictions() -> None:
+    """Each prediction's node is kept with it (and let go with it): a batch's origin is the
+    node of most of its neighbourhood, where its assembly reads the least from other nodes."""
+    plan = ScenePlan.build(scene_id="a", out_id="a", shape_in=(96, 128), spec=SPEC)
+    asm = Assembler([plan], per_task=1)
+    for r, c in sorted(plan.tiles):
+        asm.add(("a", r, c), f"p{r}{c}", "right" if c >= 2 else "left")
+    batches = asm.batches(flush=True)
+    assert {b.keys[0]: b.origin for b in batches if b.keys[0][0] == 1} == {
+        (1, 0): "left", (1, 1): "left", (1, 2): "right", (1, 3): "right"}
+    assert not asm.origins and not asm.predictions  # every prediction let go with its node
