@@ -98,8 +98,12 @@ def child(spec: dict) -> dict:
     r, tile_s = spec["replicas"], spec["tile_s"]
     per = -(-r // NODES)
     t_boot = time.time()
+    # Every prediction in the object store of the node that made it, as a model's megabyte
+    # tiles are (these 20 kB ones would otherwise travel inline through the driver): the
+    # store peak, the assemblers' reads across nodes and the driver's CPU are then a fleet's.
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "object_store_memory": 256 * 2**20, "include_dashboard": False})
+        "num_cpus": 0, "object_store_memory": 256 * 2**20, "include_dashboard": False,
+        "_system_config": {"max_direct_call_object_size": 512}})
     out: dict = {}
     try:
         for _ in range(NODES):
