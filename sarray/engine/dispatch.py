@@ -222,18 +222,27 @@ class Dispatcher:
         pool.probed(ref, ok=ok, dead=dead, now=time.monotonic())
 
     def _check_starved(self, now: float) -> None:
-        """Stop, naming the cause, once every replica has been in quarantine for STARVED_S
-        with tiles still to do (no restart came: the cluster has no room left for them)."""
-        if self.pool.available() or not self.queue:
+        """Stop, naming the cause, when work waits for a pool whose actors are all lost: at
+        once if none of them has a restart left, else once they have all been in quarantine
+        for STARVED_S (no restart came: the cluster has no room left for them)."""
+        waiting = [(name, p) for name, p, work in (("replica", self.pool, self.queue),
+                                                   ("assembler", self.assemble,
+                                                    self.assembler.ready_count))
+                   if work and not p.available()]
+        if not waiting:
             self.starved_since = None
             return
+        name, p = waiting[0]
         if self.starved_since is None:
             self.starved_since = now
-        elif now - self.starved_since >= STARVED_S:
+        dead = len(p.quarantined.dead) == len(p.actors)
+        if dead or now - self.starved_since >= STARVED_S:
+            why = ("died with no restart left" if dead else
+                   f"was lost and none came back in {STARVED_S:.0f} s: the cluster lost the nodes "
+                   "that held them and has no room to restart them")
             raise ReplicaError(
-                f"every replica ({len(self.pool.actors)}) was lost and none came back in "
-                f"{STARVED_S:.0f} s ({len(self.queue)} tile(s) left): the cluster lost the nodes "
-                "that held them and has no room to restart them; add nodes, or rerun the job "
+                f"every {name} ({len(p.actors)}) {why} ({len(self.queue)} tile(s) and "
+                f"{self.assembler.ready_count} chunk(s) left); add nodes, or rerun the job "
                 "(it resumes after the chunks already committed)")
 
     @staticmethod

@@ -347,3 +347,26 @@ def test_a_replica_with_no_restart_left_is_never_probed_again() -> None:
     pool.tick(1e9)
     assert not pool.quarantined.probes and pool.quarantined.next_due() is None
     assert pool.pick() == 1 and pool.available()
+
+
+def test_the_job_stops_naming_the_cause_when_every_replica_is_lost_for_good() -> None:
+    """Every replica in quarantine with tiles left: the job waits STARVED_S for a restart,
+    then stops with a message; at once when none has a restart left."""
+    from sarray.engine.dispatch import STARVED_S
+    from sarray.engine.pool import PROBE_AFTER_S
+    from sarray.errors import ReplicaError
+
+    d = _dispatcher([(64, 64)], replicas=2)
+    d.assemble = SimpleNamespace(available=lambda: True)
+    for i in range(2):
+        d.pool.quarantine(i, now=0.0)
+    d._check_starved(1.0)
+    d._check_starved(1.0 + STARVED_S - 1)  # still waiting for a restart
+    with pytest.raises(ReplicaError, match=r"every replica \(2\) was lost and none came back"):
+        d._check_starved(1.0 + STARVED_S)
+    d.starved_since = None
+    d.pool.tick(PROBE_AFTER_S)
+    for ref in list(d.pool.quarantined.probes):
+        d.pool.probed(ref, ok=False, dead=True, now=PROBE_AFTER_S)
+    with pytest.raises(ReplicaError, match=r"every replica \(2\) died with no restart left"):
+        d._check_starved(PROBE_AFTER_S)
