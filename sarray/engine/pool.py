@@ -337,7 +337,8 @@ class ActorPool:
 # the job: Ray stops idle task workers after a second, and a new one costs a process start and
 # the imports of xarray, zarr and Icechunk right when the job's last chunks wait for it.
 ASSEMBLE_NUM_CPUS = 0.25
-# At least this many assemblers, and one per replica beyond.
+# With CPU replicas: at least this many assemblers, and one per replica beyond (GPU replicas: see
+# assembler_nodes).
 MIN_ASSEMBLERS = 2
 
 
