@@ -52,6 +52,14 @@ class FleetFigures:
     source: str
 
 
+def _read_json(p: Path, option: str, what: str, fix: str) -> Any:
+    """The JSON in results file ``p`` given with ``option``, or one error naming it and the fix."""
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"`{option}` ({p}): cannot read {what} ({e}); {fix}") from None
+
+
 def _tile_mb(tile_px: int, pols: int, scale: int) -> float:
     """One tile in flight: its prediction and its input window (float32)."""
     return pols * tile_px**2 * 4 / 1e6 * (1 + 1 / scale**2)
@@ -61,11 +69,7 @@ def fleet_figures_from_results(path: str | Path) -> FleetFigures:
     """The fleet benchmark's figures (``bench_fleet.json``), from its run with the most
     replicas that finished."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"`--fleet` ({p}): cannot read a fleet results JSON ({e}); run "
-                          "`python benchmarks/bench_fleet.py` first") from None
+    data = _read_json(p, "--fleet", "a fleet results JSON", "run `python benchmarks/bench_fleet.py` first")
     runs = [r for r in data.get("runs", []) if isinstance(r, dict) and "error" not in r
             and r.get("tiles") and r.get("compute_window_s")]
     if not runs:
@@ -146,11 +150,7 @@ def tile_s_from_results(path: str | Path, tile_px: int) -> tuple[float, str]:
     (``bench.json`` of ``make bench``, or ``bench_raydata.json``): the engine's measured output
     Mpx/s per replica, scaled to the tile's pixels."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"`--from` ({p}): cannot read a results JSON ({e}); run `make bench` "
-                          "first or give --tile-s") from None
+    data = _read_json(p, "--from", "a results JSON", "run `make bench` first or give --tile-s")
     rd = data.get("raydata") or data.get("stages", {}).get("translate", {}).get("raydata")
     if not rd:
         raise ConfigError(f"`--from` ({p}): no 'raydata' section with the engine's throughput; "
