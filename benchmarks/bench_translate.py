@@ -91,7 +91,7 @@ def load_bare(arch: str | Path, scene: str, cfg, threads: int, index: int = 0, n
 
     from sarray.archive.store import Archive
     from sarray.engine.output import replica_meta
-    from sarray.engine.work import read_tiles
+    from sarray.engine.work import read_tiles, scene_pixels
     from sarray.engine.pool import import_object
     from sarray.models.replica import ReplicaConfig
     from sarray.tiles.grid import iter_tiles
@@ -104,7 +104,7 @@ def load_bare(arch: str | Path, scene: str, cfg, threads: int, index: int = 0, n
         ReplicaConfig.from_dict({**cfg.replica_config(), "device": "cpu"}))
     grid = list(iter_tiles(ds["backscatter"].shape[1:], cfg.tile_spec()))[index::n]
     # The engine's own tile read (the windows a replica reads, padded the same way).
-    tiles = list(zip(grid, read_tiles(a.url, scene, ds.encoding["snapshot"], grid)))
+    tiles = list(zip(grid, read_tiles(scene_pixels(a.url, scene, ds.encoding["snapshot"]), grid)))
 
     def run() -> None:
         for t, x in tiles:

@@ -39,7 +39,7 @@ rng = np.random.default_rng(0)
 outs = {}
 t0 = time.perf_counter()
 for k, t in plan.tiles.items():
-    x = work.read_tiles(info.archive_url, sid, info.snapshot, [t])
+    x = work.read_tiles(work.pixels_of(info), [t])
     pred = np.repeat(np.repeat(x, 4, -2), 4, -1)[0] * rng.exponential(1, (2, x.shape[-2]*4, x.shape[-1]*4)).astype(np.float32)
     outs[k] = work.tile_output(t, x[0], pred, 4)
 print("read per tile ms", 1000*(time.perf_counter()-t0)/len(plan.tiles), "tiles", len(plan.tiles), "tile shape", x.shape)

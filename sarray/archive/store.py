@@ -298,6 +298,22 @@ class Archive:
         session = self.scene_session(scene_id, snapshot)
         return open_scene_dataset(session, archive=self.url, scene_id=scene_id)
 
+    def scene_pixels(self, scene_id: str, *, snapshot: str, location: str | None = None,
+                     variable: str = VAR_BACKSCATTER) -> Any:
+        """One variable of a scene at ``snapshot``, read by window without xarray (see
+        :mod:`sarray.archive.pixels`: the engine's workers). ``location``: the scene's
+        repository folder, when the caller has it (no catalog lookup)."""
+        from sarray.archive.pixels import ScenePixels
+
+        repo = self.scene_repo(location or self.scene_location(scene_id))
+        try:
+            session = repo.readonly_session(snapshot_id=snapshot)
+        except Exception as e:
+            raise ArchiveError(f"{self.url}: scene {scene_id} has no snapshot {snapshot!r} "
+                               f"({str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__}); "
+                               "was it re-ingested while the job ran? Run the job again") from None
+        return ScenePixels.open(session, archive=self.url, scene_id=scene_id, variable=variable)
+
     # -- writing ------------------------------------------------------------------------------------
     def begin_scene(self, scene_id: str, *, kind: str = KIND_INGEST,
                     location: str | None = None) -> SceneWriter:

@@ -30,7 +30,9 @@ class SceneInfo:
     store once per scene and passed by reference.
 
     Args:
-        archive_url: the input archive; ``scene_id`` and ``snapshot`` what is read.
+        archive_url: the input archive; ``scene_id`` and ``snapshot`` what is read, and
+            ``location`` the scene's repository folder in it (workers read the pixels without
+            looking the scene up in the catalog; empty: they look it up).
         out_id: the output scene.
         plan: the scene's plan (tiles, chunks to write).
         shape_out: (y, x) of the output grid.
@@ -58,6 +60,7 @@ class SceneInfo:
     speckle: dict[str, Any] | None = None
     seed: int = 0
     job: str = ""
+    location: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,7 +173,7 @@ class OutputWriter:
                          plan=plan, shape_out=(h_in * s, w_in * s), spec=spec,
                          consistency=config.consistency, units=units, quantity=quantity,
                          meta=replica_meta(attrs), output=config.output, speckle=speckle,
-                         seed=config.seed, job=self.job)
+                         seed=config.seed, job=self.job, location=self.arch.scene_location(sid))
         return Prepared(scene_id=sid, out_id=out_id, chunks_total=grid[0] * grid[1], info=info)
 
     def fork(self, out_id: str) -> Any:

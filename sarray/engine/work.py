@@ -1,8 +1,8 @@
 """The per-pixel work of the engine, run on the cluster's workers (never in the driver).
 
 - :func:`read_tiles`: a replica's input, read by the replica's own process from the archive
-  through the lazy ``open_scene`` dataset (windows by ``isel``: only the chunks under a window
-  are read), at the snapshot the job planned on.
+  by window (:class:`~sarray.archive.pixels.ScenePixels`: only the chunks under a window are
+  read, with zarr and Icechunk alone), at the snapshot the job planned on.
 - :func:`assemble_chunk`: one output chunk from its 3 x 3 neighbours' predictions: blend, the
   consistency step (against the chunk's input footprint, which its own tile's replica returns
   with the prediction), statistics, and the region write
@@ -25,35 +25,26 @@ from sarray.tiles.grid import Tile
 
 
 @functools.lru_cache(maxsize=16)
-def scene_dataset(archive_url: str, scene_id: str, snapshot: str) -> Any:
-    """The lazy dataset of a scene at a snapshot (cached per worker process)."""
+def scene_pixels(archive_url: str, scene_id: str, snapshot: str, location: str = "") -> Any:
+    """The scene's backscatter at a snapshot, read by window without xarray (cached per worker
+    process: a replica or an assembler imports zarr and Icechunk only, see
+    :mod:`sarray.archive.pixels`)."""
     from sarray.archive.store import Archive
 
-    return Archive(archive_url).open_scene(scene_id, snapshot=snapshot)
+    return Archive(archive_url).scene_pixels(scene_id, snapshot=snapshot, location=location or None)
 
 
-def read_window(ds: Any, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
-    """(pol, y, x) float32 pixels of a window (reads exactly the chunks under it).
-
-    The window's few chunk reads run in this worker (dask's synchronous scheduler): the
-    cluster's scheduler is Ray, and a second one inside each task would only add threads.
-    """
-    import dask
-
-    from sarray.archive.layout import DIM_X, DIM_Y, VAR_BACKSCATTER
-
-    win = ds[VAR_BACKSCATTER].isel({DIM_Y: slice(*rows), DIM_X: slice(*cols)})
-    with dask.config.set(scheduler="synchronous"):
-        return np.asarray(win.values, dtype=np.float32)
+def pixels_of(info: Any) -> Any:
+    """:func:`scene_pixels` of a :class:`~sarray.engine.output.SceneInfo`."""
+    return scene_pixels(info.archive_url, info.scene_id, info.snapshot, info.location)
 
 
-def read_tiles(archive_url: str, scene_id: str, snapshot: str, tiles: list[Tile]) -> np.ndarray:
+def read_tiles(pixels: Any, tiles: list[Tile]) -> np.ndarray:
     """The model input of ``tiles``: each window padded to the tiles' uniform shape."""
-    ds = scene_dataset(archive_url, scene_id, snapshot)
     out = []
     for t in tiles:
         r0, r1, c0, c1 = t.src
-        window = read_window(ds, (r0, r1), (c0, c1))
+        window = pixels.window((r0, r1), (c0, c1))
         pt, pb, pl, pr = t.pad
         out.append(np.pad(window, ((0, 0), (pt, pb), (pl, pr)), mode="reflect") if any(t.pad) else window)
     return np.stack(out)
@@ -108,7 +99,7 @@ def warm_scene(info_box: list[Any], inputs: bool = False) -> None:
     (``inputs``: a replica, which reads every tile; assemblers read only for consistency)."""
     info = scene_info(info_box)
     if inputs or info.consistency == "multilook":
-        scene_dataset(info.archive_url, info.scene_id, info.snapshot)
+        pixels_of(info)
     if not inputs and info.plan.todo:
         warm_chunk(info)
 
@@ -174,8 +165,7 @@ def consistency_source(info: Any, key: tuple[int, int], region: tuple[int, int, 
     a0, a1, b0, b1 = info.plan.tiles[key].src
     if tile_input is not None and a0 <= r0 and r1 <= a1 and b0 <= c0 and c1 <= b1:
         return tile_input[:, r0 - a0 : r1 - a0, c0 - b0 : c1 - b0]
-    ds = scene_dataset(info.archive_url, info.scene_id, info.snapshot)
-    return read_window(ds, (r0, r1), (c0, c1))
+    return pixels_of(info).window((r0, r1), (c0, c1))
 
 
 def blend_chunk_of(info: Any, key: tuple[int, int], predictions: list[np.ndarray],
@@ -216,7 +206,7 @@ def blend_chunk_of(info: Any, key: tuple[int, int], predictions: list[np.ndarray
 def read_tile_batch(info: Any, keys: list[tuple[int, int]]) -> dict[str, Any]:
     """The replica batch of tiles ``keys``: their windows read from the archive, padded."""
     tiles = [info.plan.tiles[k] for k in keys]
-    return {"tiles": read_tiles(info.archive_url, info.scene_id, info.snapshot, tiles),
+    return {"tiles": read_tiles(pixels_of(info), tiles),
             "scene_id": [info.scene_id] * len(tiles),
             "tile_index": [list(k) for k in keys], "meta": info.meta}
 
