@@ -81,6 +81,8 @@ def summary(stages: dict[str, Any]) -> dict[str, Any]:
         rd = tr["raydata"]
         s["raydata.throughput_ratio"] = rd["throughput_ratio"]
         s["raydata.peak_rss_ratio"] = rd["peak_rss_ratio"]
+        if "job_processes_pss_ratio" in rd:
+            s["raydata.job_processes_pss_ratio"] = rd["job_processes_pss_ratio"]
         s["engine_mpx_s"] = rd["median"]["sarray"]["mpx_s"]
         s["engine_scaling_replicas"] = tr["scaling"]["replicas"]
         s["usd_per_km2"] = tr["scaling"]["cost"]["usd_per_km2"]
