@@ -77,8 +77,8 @@ class ReplicaHost:
         # batch is in the model, so reads never sit on the replica's critical path. The model
         # itself runs in one thread of its own, always the same: glibc keeps a malloc arena per
         # thread, and a model called from both call threads in turn kept the freed activations
-        # of each in its own arena: peak RSS 880-900 MiB against 690-770 MiB from one thread,
-        # the tiny model at 512-px chunks, at the same speed (benchmarks/prof_model_thread.py).
+        # of each in its own arena: peak RSS 916 MiB against 739 MiB with a model thread, the
+        # tiny model at 512-px chunks, at the same speed (benchmarks/prof_model_thread.py).
         self._model = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sarray-model")
         self._model.submit(self._set_threads).result()  # the model may have imported torch
 
