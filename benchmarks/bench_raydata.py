@@ -222,38 +222,32 @@ def process_role(cmdline: str) -> str:
     return "job"
 
 
-def tree_pss_by_role(pid: int) -> dict[str, float]:
-    """PSS (MiB) of a process tree, summed by :func:`process_role`."""
+def _named(pid: int) -> list[tuple[str, float]]:
+    """(command line, PSS in MiB) of each live process of the tree (one gone meanwhile: left out)."""
     import psutil
 
-    out: dict[str, float] = {"replicas": 0.0, "ray": 0.0, "job": 0.0}
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return out
-    for p in procs:
+    from bench_translate import tree_pss
+
+    rows = []
+    for p, pss in tree_pss(pid):
         try:
-            out[process_role(" ".join(p.cmdline()))] += p.memory_full_info().pss / 2**20
+            rows.append((" ".join(p.cmdline()), pss))
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
+    return rows
+
+
+def tree_pss_by_role(pid: int) -> dict[str, float]:
+    """PSS (MiB) of a process tree, summed by :func:`process_role`."""
+    out: dict[str, float] = {"replicas": 0.0, "ray": 0.0, "job": 0.0}
+    for cmdline, pss in _named(pid):
+        out[process_role(cmdline)] += pss
     return out
 
 
 def _top_processes(pid: int, n: int = 8) -> list[tuple[str, float]]:
     """The largest processes of the tree by PSS (MiB), named by their command line."""
-    import psutil
-
-    rows = []
-    try:
-        root = psutil.Process(pid)
-        for p in [root, *root.children(recursive=True)]:
-            try:
-                rows.append((" ".join(p.cmdline())[:60], round(p.memory_full_info().pss / 2**20, 1)))
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
-    except psutil.NoSuchProcess:
-        return []
+    rows = [(cmdline[:60], round(pss, 1)) for cmdline, pss in _named(pid)]
     return sorted(rows, key=lambda r: -r[1])[:n]
 
 

@@ -64,6 +64,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 import numpy as np
 
@@ -204,22 +205,27 @@ print(json.dumps({{"rss_mib": int(hwm) / 1024, "wall_s": s.wall_s, "compute_s": 
 """
 
 
-def tree_pss_mib(pid: int) -> float:
-    """PSS of a process and all its descendants (shared pages counted once)."""
+def tree_pss(pid: int) -> list[tuple[Any, float]]:
+    """(process, PSS in MiB) of a process and each of its live descendants."""
     import psutil
 
-    total = 0
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0.0
+        return []
+    out = []
     for p in procs:
         try:
-            total += p.memory_full_info().pss
+            out.append((p, p.memory_full_info().pss / 2**20))
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    return total / 2**20
+    return out
+
+
+def tree_pss_mib(pid: int) -> float:
+    """PSS of a process and all its descendants (shared pages counted once)."""
+    return sum(pss for _, pss in tree_pss(pid))
 
 
 def rss_run(work: Path, size: int) -> dict:
