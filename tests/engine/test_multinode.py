@@ -17,6 +17,22 @@ CFG = dict(model="tiny-random", scale=2, chunk_px=64, halo_px=4,
            replica_class="sarray.testing.replicas:SpeckleReplica")
 
 
+
+def _same_bits_on_one_node(a: Path, scenes: list[str], out: Path) -> None:
+    """Run the same job undisturbed on one local node into ``out``: every scene completes, and
+    its output is bit-identical to what the cluster wrote into ``a``."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        ref = translate(a, scenes, TranslateConfig(replicas=1, **CFG), out_archive=out, progress=False)
+    finally:
+        ray.shutdown()
+    assert [s.status for s in ref] == ["complete"] * len(scenes)
+    for sid in scenes:
+        np.testing.assert_array_equal(Archive(a).open_scene(f"{sid}_x2")["backscatter"].values,
+                                      Archive(out).open_scene(f"{sid}_x2")["backscatter"].values)
+
 def test_reads_and_writes_run_on_other_nodes_and_match_one_node(tmp_path: Path) -> None:
     import ray
     from ray.cluster_utils import Cluster
@@ -46,16 +62,7 @@ def test_reads_and_writes_run_on_other_nodes_and_match_one_node(tmp_path: Path) 
     assert all(sorted(w["key"] for w in s.writes) == [(i, j) for i in range(3) for j in range(4)]
                for s in summaries)  # every chunk written once (96x128 input, 32-px footprints)
     # The same job on one local node gives the same pixels.
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        one = translate(a, scenes, TranslateConfig(replicas=1, **CFG), out_archive=tmp_path / "b.zarr",
-                        progress=False)
-    finally:
-        ray.shutdown()
-    assert [s.status for s in one] == ["complete", "complete"]
-    for sid in scenes:
-        np.testing.assert_array_equal(Archive(a).open_scene(f"{sid}_x2")["backscatter"].values,
-                                      Archive(tmp_path / "b.zarr").open_scene(f"{sid}_x2")["backscatter"].values)
+    _same_bits_on_one_node(a, scenes, tmp_path / "b.zarr")
 
 
 def test_next_scene_starts_before_the_previous_one_finishes(tmp_path: Path) -> None:
@@ -142,14 +149,4 @@ def test_a_node_lost_mid_job_the_job_finishes_on_the_others_bit_identical(tmp_pa
     for s in summaries:  # every chunk merged exactly once
         assert sorted(w["key"] for w in s.writes) == [(i, j) for i in range(3) for j in range(4)]
     # The same job undisturbed, on one local node: the same bits.
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        ref = translate(a, scenes, TranslateConfig(replicas=1, **CFG), out_archive=tmp_path / "b.zarr",
-                        progress=False)
-    finally:
-        ray.shutdown()
-    assert [s.status for s in ref] == ["complete"] * 4
-    for sid in scenes:
-        np.testing.assert_array_equal(
-            Archive(a).open_scene(f"{sid}_x2")["backscatter"].values,
-            Archive(tmp_path / "b.zarr").open_scene(f"{sid}_x2")["backscatter"].values)
+    _same_bits_on_one_node(a, scenes, tmp_path / "b.zarr")
