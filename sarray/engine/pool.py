@@ -105,8 +105,6 @@ class ReplicaHost:
         (prediction, input window) per tile)``. The ack (pid, node, model start and end times)
         is all the driver fetches; the predictions stay in the object store for the assembly
         tasks."""
-        import time
-
         from sarray.engine.work import read_tile_batch, scene_info, tile_output
 
         info = scene_info(info_box)
