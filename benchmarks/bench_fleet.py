@@ -1,6 +1,6 @@
 """Fleet benchmark (issue 25, part 1): the engine driving 8 to 64 device-bound replicas.
 
-Run: ``python benchmarks/bench_fleet.py [--replicas 8,16,32,64] [--scenes 200] [--k 0.02]``.
+Run: ``python benchmarks/bench_fleet.py [--replicas 8,16,32,64] [--scenes 200] [--k 0.1]``.
 Writes ``benchmarks/results/bench_fleet.json`` and ``.png``.
 
 One job of ``--scenes`` small synthetic scenes (160 x 160 input, x2, 64-px output chunks: 25
@@ -12,13 +12,18 @@ replica with ``num_gpus=1``. The replicas are :class:`sarray.testing.replicas.Fl
 numpy only, a sleep of ``tile_s`` per tile (set through the job's runtime env,
 ``SARRAY_FLEET_TILE_S``), with ``tile_s = k * replicas`` so that the fleet asks for the same
 tiles per second at every size (``1 / k``) and the box's 2 cores are not what limits it
-(``cpu_headroom`` says what was left). Each replica process's ``/proc/PID/maps`` is checked for
+(``cpu_headroom`` says what was left). The default ``k = 0.1`` (10 tiles/s; 3.2 s per tile at
+32 replicas, about an SDXL + ControlNet call at 1024 px and 30 steps on one GPU) leaves half of
+the 2 cores idle at 8 replicas; at ``k = 0.02`` (50 tiles/s, 0.64 s per tile at 32) the
+engine's own work (about 90 ms of CPU per 64-px chunk here, most of it Ray's per-call and
+per-object costs) took both cores and every figure measured the box, not the engine. Each replica process's ``/proc/PID/maps`` is checked for
 a torch library during the run (``torch_loaded_replicas``: should be 0).
 
 Figures per replica count (the compute window runs from the first model call to the last):
 
 - ``replica_idle_share``: 1 - sum of model spans / (replicas x window);
-- ``driver_cpu_share`` (of one core, over the window) and ``driver_rss_peak_mib``;
+- ``driver_cpu_share`` (of one core, over the window; this benchmark's own sampling threads
+  taken out) and ``driver_rss_peak_mib``; ``driver_cpu_ms_per_tile`` the same per tile;
 - ``writer_cpu_share`` (of one core) and the merge latency: each ``merge_many`` call on the
   OutputWriter actor timed on the driver from its submission to its result being handled (the
   writer's queue, merges and, for ``*_commit``, the calls that committed, the commit);
@@ -166,7 +171,7 @@ def child(spec: dict) -> dict:
 
         state = get_state_from_address(cluster.address)
         me = psutil.Process()
-        mon: list[tuple[float, float, float, float | None]] = []  # t, busy core-s, rss, store
+        mon: list[tuple[float, float, float, float | None, float]] = []  # t, busy core-s, rss, store, own CPU
         torch_pids: set[int] = set()
         checked: set[int] = set()
         stop = threading.Event()
@@ -192,8 +197,8 @@ def child(spec: dict) -> dict:
                                 checked.add(pid)
                             except OSError:
                                 pass
-                mon.append((time.time(), busy, me.memory_info().rss / 2**20, store))
                 mon_cpu[0] = time.thread_time()
+                mon.append((time.time(), busy, me.memory_info().rss / 2**20, store, mon_cpu[0]))
                 k += 1
                 stop.wait(0.5)
 
@@ -234,6 +239,11 @@ def child(spec: dict) -> dict:
     inside = [m for m in mon if start <= m[0] <= end]
     machine_busy = ((inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
                     if len(inside) >= 2 else None)
+    # The monitor thread is this benchmark's, not the engine's: out of the driver's CPU (the
+    # role sampler takes its own out already).
+    monitor_cpu = inside[-1][4] - inside[0][4] if len(inside) >= 2 else 0.0
+    driver_cpu = max(0.0, roles.get("driver", 0.0) - monitor_cpu)
+    tiles_in = sum(s.tiles for s in summaries)  # every model call lies in the window
     tree_busy = sum(v for k, v in roles.items() if k != "elsewhere") / window
     ncores = os.cpu_count() or 1
     stores = [m[3] for m in mon if m[3] is not None]
@@ -248,7 +258,9 @@ def child(spec: dict) -> dict:
         "ideal_window_s": sum(s.tiles for s in summaries) * tile_s / r,
         "fill_s": start - w0, "drain_s": last_write - end,
         "replica_idle_share": 1 - busy_model / (r * window),
-        "driver_cpu_share": roles.get("driver", 0.0) / window,
+        "driver_cpu_share": driver_cpu / window,
+        "driver_cpu_ms_per_tile": 1e3 * driver_cpu / tiles_in,
+        "monitor_cpu_s_window": monitor_cpu,
         "driver_cpu_s_job": time.process_time() - c0,
         "driver_rss_peak_mib": max(m[2] for m in mon) if mon else None, "driver_vmhwm_mib": hwm,
         "writer_cpu_share": roles.get("writer", 0.0) / window,
@@ -314,7 +326,9 @@ def run_one(spec: dict, min_free_gib: float) -> dict:
 
 COLS = [("replicas", "R", "{:d}"), ("tile_s", "tile_s", "{:.2f}"),
         ("compute_window_s", "window_s", "{:.1f}"), ("ideal_window_s", "ideal_s", "{:.1f}"),
+        ("fill_s", "fill_s", "{:.1f}"),
         ("replica_idle_share", "idle", "{:.3f}"), ("driver_cpu_share", "driver", "{:.3f}"),
+        ("driver_cpu_ms_per_tile", "drv_ms", "{:.2f}"),
         ("driver_rss_peak_mib", "drvRSS", "{:.0f}"), ("writer_cpu_share", "writer", "{:.3f}"),
         ("merge_latency_p50_s", "mrg_p50", "{:.3f}"), ("merge_latency_p99_s", "mrg_p99", "{:.3f}"),
         ("assembler_cpu_ms_per_chunk", "asm_ms", "{:.1f}"),
@@ -376,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--replicas", default="8,16,32,64")
     p.add_argument("--scenes", type=int, default=200)
-    p.add_argument("--k", type=float, default=0.02, help="tile_s = k * replicas (s)")
+    p.add_argument("--k", type=float, default=0.1, help="tile_s = k * replicas (s)")
     p.add_argument("--tile-s", type=float, default=None, help="a fixed tile_s instead of k * replicas")
     p.add_argument("--min-free-gib", type=float, default=2.0)
     p.add_argument("--out", type=Path, default=RESULTS_DIR)

@@ -19,6 +19,11 @@ The driver's cost is a few Ray calls per tile, so it makes as few as it can:
 - the chunks an output's assembly calls wrote are merged together, once a commit's worth are
   waiting (:data:`~sarray.config.COMMIT_EVERY_CHUNKS`), every :data:`MERGE_EVERY_S` seconds, or
   when they are the output's last.
+
+Scenes are planned as the job goes (an *intake*, see :class:`Dispatcher`): the writer prepares
+the next scene while the queue holds fewer than :data:`PLAN_AHEAD_POOLS` pool-fulls of tiles, so
+the first tile of a job of 10^4 scenes does not wait for 10^4 plans (0.1-0.3 s each on the
+writer), and the writer holds the sessions of the scenes in flight, not of the whole job.
 """
 
 from __future__ import annotations
@@ -68,6 +73,12 @@ def _lost(e: BaseException) -> bool:
     return isinstance(e, lost) or isinstance(ray_cause(e), lost)
 
 
+# Scenes planned ahead of the replicas: the next scene is prepared while the queue holds fewer
+# than this many pool-fulls of tiles (replicas x slots x the largest call), at most
+# PLANS_IN_FLIGHT at a time (the writer prepares them between its merges, one after another).
+PLAN_AHEAD_POOLS = 2
+PLANS_IN_FLIGHT = 2
+
 # Written chunks wait at most this long for their merge (the progress bar and the chunks' notes
 # follow the merges); a commit's worth of chunks, or an output's last, are merged at once.
 MERGE_EVERY_S = 5.0
@@ -114,13 +125,18 @@ class Dispatcher:
         progress: called with the number of chunks merged.
         metrics: the job's :class:`~sarray.engine.metrics.JobMetrics` (None: not published).
         runtime: waits and fetches (:class:`RayRuntime` unless simulated).
+        intake: the scenes still to plan, beyond those of ``infos`` (None: none). It has
+            ``scenes`` (their ids, in the job's order), ``submit(scene_id)`` (a ref to the
+            writer's plan of it) and ``admit(value)`` (that plan's value: ``(out_id, summary,
+            info, box)``; ``info`` None for an output that exists already). Scenes are
+            admitted in the job's order, their tiles queued behind the others'.
     """
 
     def __init__(self, *, pool: Any, writer: Any, assemble: Any, infos: dict[str, Any],
                  boxes: dict[str, Any], assembler: Assembler, summaries: dict[str, Any],
                  batch_size: int, max_chunks_in_flight: int, progress: Any,
                  max_batch_size: int | None = None, metrics: Any = None,
-                 runtime: Any = None) -> None:
+                 runtime: Any = None, intake: Any = None) -> None:
         self.runtime = runtime if runtime is not None else RayRuntime()
         self.pool, self.writer, self.assemble = pool, writer, assemble
         self.infos, self.boxes, self.assembler = infos, boxes, assembler
@@ -152,6 +168,10 @@ class Dispatcher:
         self.left = {o: len(i.plan.todo) for o, i in infos.items()}
         self.t0 = time.perf_counter()
         self.metrics = metrics
+        self.intake = intake
+        self.to_plan = collections.deque(intake.scenes if intake is not None else ())
+        self.planning: dict[Any, str] = {}  # plan call -> scene, in the job's order
+        self.planned_early: dict[Any, Any] = {}  # plans back before an earlier one: held
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -159,13 +179,15 @@ class Dispatcher:
         for out_id in [o for o, n in self.left.items() if n == 0]:
             self._finish(out_id)
         while (self.queue or self.tile_calls or self.assembling or self.unmerged or self.merges
-               or self.finishing or self.assembler.ready_count):
+               or self.finishing or self.assembler.ready_count or self.more_scenes):
             now = time.monotonic()
             self.pool.tick(now)
             self.assemble.tick(now)
             self._check_starved(now)
+            self._plan_more()
             self._feed()
-            refs = [*self.tile_calls, *self.assembling, *self.merges, *self.finishing]
+            refs = [*self.tile_calls, *self.assembling, *self.merges, *self.finishing,
+                    *(r for r in self.planning if r not in self.planned_early)]
             if not refs and not (self.queue or self.assembler.ready_count):
                 self._merge(now=True)  # only written chunks are left waiting: nothing else can come
                 continue
@@ -189,6 +211,8 @@ class Dispatcher:
                 elif ref in self.merges:
                     out_id, _, tasks = self.merges.pop(ref)
                     self._merged(ref, out_id, tasks)
+                elif ref in self.planning:
+                    self._planned(ref)
                 else:
                     out_id = self.finishing.pop(ref)
                     self.summaries[out_id].status = self.runtime.get(ref)
@@ -204,6 +228,48 @@ class Dispatcher:
         if short:  # never a summary that says complete over chunks nobody wrote
             raise ReplicaError(f"{len(short)} output(s) ended with chunks unwritten "
                                f"({', '.join(f'{o}: {n}' for o, n in list(short.items())[:3])})")
+
+    # -- scenes planned as the job goes ------------------------------------------------------------
+    @property
+    def more_scenes(self) -> bool:
+        """Scenes of the job are still to be planned or admitted (the queue is not its tail)."""
+        return bool(self.to_plan or self.planning)
+
+    def _plan_more(self) -> None:
+        """Ask the writer for the next scenes' plans while the queue runs short of tiles."""
+        if not self.to_plan:
+            return
+        ahead = PLAN_AHEAD_POOLS * len(self.pool.actors) * self.pool.slots * self.max_batch_size
+        while self.to_plan and len(self.planning) < PLANS_IN_FLIGHT and len(self.queue) < ahead:
+            sid = self.to_plan.popleft()
+            self.planning[self.intake.submit(sid)] = sid
+
+    def _planned(self, ref: Any) -> None:
+        """A scene's plan is back (a bad scene raises here, naming it): admit it, and any held
+        behind it, in the job's order."""
+        self.planned_early[ref] = self.runtime.get(ref)
+        while self.planning and next(iter(self.planning)) in self.planned_early:
+            first = next(iter(self.planning))
+            del self.planning[first]
+            self.admit(self.planned_early.pop(first))
+
+    def admit(self, value: Any) -> None:
+        """One more scene (the intake's ``admit`` of its plan): its tiles join the queue."""
+        out_id, summary, info, box = self.intake.admit(value)
+        self.summaries[out_id] = summary
+        if info is None:
+            return  # its output exists: nothing to do
+        self.infos[out_id], self.boxes[out_id] = info, box
+        self.assembler.add_plan(info.plan)
+        tiles = sorted(info.plan.tiles)
+        self.queue.extend((out_id, k, 0) for k in tiles)
+        if tiles:
+            self.queued[out_id] += len(tiles)
+        self.left[out_id] = len(info.plan.todo)
+        if self.metrics is not None:
+            self.metrics.add_scene(out_id, info.scene_id)
+        if not self.left[out_id]:
+            self._finish(out_id)
 
     def _probed(self, pool: Any, ref: Any) -> None:
         """A quarantined actor's probe came back: it takes calls again if it answered."""
@@ -272,7 +338,8 @@ class Dispatcher:
         busy one, a call could leave another replica with nothing to do at the end for more
         than a call's time; greedy, the replicas end within one tile of each other."""
         while (self.queue and self.pool.has_slot(queued=len(self.pool.actors) == 1
-                                                 or len(self.queue) > self.tail_tiles)
+                                                 or len(self.queue) > self.tail_tiles
+                                                 or self.more_scenes)
                and self._chunks_in_flight() < self.max_chunks_in_flight):
             out_id, keys, attempts = self._next_call()
             i = self.pool.pick()
@@ -287,7 +354,8 @@ class Dispatcher:
         failing is the one named)."""
         out_id, key, attempts = self.queue.popleft()
         keys = [key]
-        n = min(self.batch, len(self.queue) + 1 - self.tail_tiles)
+        tail = 0 if self.more_scenes else self.tail_tiles  # scenes to come: not the tail yet
+        n = min(self.batch, len(self.queue) + 1 - tail)
         while (not attempts and len(keys) < n and self.queue[0][0] == out_id
                and not self.queue[0][2]):
             keys.append(self.queue.popleft()[1])
@@ -392,7 +460,7 @@ class Dispatcher:
         # to whichever assembler is free), so that every assembler takes a share of the tail;
         # before, a call goes home: by its columns (see AssemblerPool).
         per_task = None
-        if not self.queued and not self.calling:
+        if not self.queued and not self.calling and not self.more_scenes:
             share = -(-self.assembler.ready_count // len(self.assemble.actors))
             per_task = max(1, min(self.assembler.per_task, share))
         if not self.assemble.available():

@@ -44,7 +44,7 @@ class JobMetrics:
                  summary_every_s: float = SUMMARY_EVERY_S, out: Any = None) -> None:
         from ray.util.metrics import Counter, Gauge, Histogram
 
-        self.job_id, self.scenes, self.replicas = job_id, scenes, replicas
+        self.job_id, self.scenes, self.replicas = job_id, dict(scenes), replicas
         self.summary_every_s, self.out = summary_every_s, out or sys.stderr
         tags = ("job", "scene")
         self._tiles = Counter("sarray_tiles_total", "Tiles back from the replicas.", tag_keys=tags)
@@ -69,6 +69,11 @@ class JobMetrics:
         self._last_summary = self.t0
         self.queued = self.in_flight = 0
         self.lines: list[str] = []
+
+    def add_scene(self, out_id: str, scene_id: str) -> None:
+        """A scene planned after the job started (see :class:`~sarray.engine.dispatch.Dispatcher`)."""
+        self.scenes[out_id] = scene_id
+        self.tiles_by_scene.setdefault(out_id, 0)
 
     def _tags(self, out_id: str) -> dict[str, str]:
         return {"job": self.job_id, "scene": self.scenes.get(out_id, out_id)}

@@ -221,6 +221,8 @@ class OutputWriter:
                    "selection": {"output_of": rec.scene_id, "out_scene": out_id}},
         )
         finalize_output(out, record, stats)
+        # Done with it: a job of 10^4 scenes holds the sessions of the scenes in flight only.
+        del self.outputs[out_id], self.jobs[out_id]
         return "complete"
 
     def flush_all(self) -> None:

@@ -102,7 +102,8 @@ class Assembler:
 
     def __init__(self, plans: list[ScenePlan], *, per_task: int = 1,
                  key_of: Callable[[ScenePlan], str] = lambda p: p.scene_id) -> None:
-        self.plans = {key_of(p): p for p in plans}
+        self.plans: dict[str, ScenePlan] = {}
+        self.key_of = key_of
         self.per_task = per_task
         # Chunks not yet ready: how many of their neighbours' predictions are still missing
         # (a chunk becomes ready when its count reaches 0: one step per prediction, not a look
@@ -110,18 +111,26 @@ class Assembler:
         self._missing: dict[Key, int] = {}
         # How many chunks not yet handed out use each tile's prediction.
         self._users: dict[Key, int] = {}
-        for k, p in self.plans.items():
-            users = self._users
-            for c in p.todo:
-                ns = p.neighbours(c)
-                self._missing[(k, *c)] = len(ns)
-                for n in ns:
-                    u = (k, *n)
-                    users[u] = users.get(u, 0) + 1
+        for p in plans:
+            self.add_plan(p)
         self.predictions: dict[Key, Any] = {}
         self.origins: dict[Key, Any] = {}  # tile -> the node that made its prediction, if known
         self._ready: dict[str, list[tuple[int, int]]] = {}
         self._ready_count = 0  # kept as chunks come and go: the driver asks at every call
+
+    def add_plan(self, plan: ScenePlan) -> None:
+        """Take one more scene's plan (a job's scenes are planned as its queue runs short)."""
+        k = self.key_of(plan)
+        if k in self.plans:
+            raise ValueError(f"scene plan {k!r} is already in the job")
+        self.plans[k] = plan
+        users, missing = self._users, self._missing
+        for c in plan.todo:
+            ns = plan.neighbours(c)
+            missing[(k, *c)] = len(ns)
+            for n in ns:
+                u = (k, *n)
+                users[u] = users.get(u, 0) + 1
 
     @property
     def remaining(self) -> int:

@@ -191,16 +191,52 @@ def _provenance(arch: Archive, config: TranslateConfig, replica_cfg: dict[str, A
 CHUNKS_PER_ASSEMBLY = 4
 
 
+class SceneIntake:
+    """The job's scenes as the dispatcher plans them (its ``intake``, see
+    :class:`~sarray.engine.dispatch.Dispatcher`): each scene's plan is asked of the writer
+    (:meth:`~sarray.engine.output.OutputWriter.prepare`) when the queue runs short, and admitted
+    with its summary and its info in the object store.
+
+    Args:
+        writer: the job's writer actor.
+        scenes: the scene ids still to plan, in the job's order.
+        replicas: the job's replica count (for the summaries).
+        planned: called with the chunks a scene admitted had done before the job (the progress
+            bar counts every chunk of the job).
+    """
+
+    def __init__(self, writer: Any, scenes: list[str], *, replicas: int, planned: Any) -> None:
+        self.writer, self.scenes, self.replicas, self.planned = writer, list(scenes), replicas, planned
+
+    def submit(self, sid: str) -> Any:
+        return self.writer.prepare.remote(sid)
+
+    def admit(self, p: Any) -> tuple[str, TranslateSummary, Any, Any]:
+        import ray
+
+        summary = TranslateSummary(source_scene=p.scene_id, out_scene=p.out_id,
+                                   chunks_total=p.chunks_total, replicas=self.replicas,
+                                   status="exists" if p.info is None else "complete")
+        self.planned(p.chunks_total - (len(p.info.plan.todo) if p.info is not None else 0))
+        box = [ray.put(p.info)] if p.info is not None else None  # fetched once per worker
+        return p.out_id, summary, p.info, box
+
+
 def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: TranslateConfig,
              replica_cfg: dict[str, Any], progress: bool) -> list[TranslateSummary]:
-    """Plan every scene, stream their tiles through one pool, assemble and write on workers."""
+    """Plan the scenes as the job goes, stream their tiles through one pool, assemble and write
+    on workers."""
     import ray
     from tqdm.auto import tqdm
 
-    # 1. The job's output writer plans every scene (outputs created, or reopened to resume);
-    # 2. the pool starts meanwhile: its processes load the models while the writer plans.
+    from sarray.tiles.grid import chunk_grid
+
+    # 1. The job's output writer plans the first scene (output created, or reopened to resume);
+    # 2. the pool starts meanwhile: its processes load the models while the writer plans. The
+    # other scenes are planned as the job goes (SceneIntake), never all before the first tile.
     writer = start_writer(arch.url, out_arch.url, config.to_dict(), _provenance(arch, config, replica_cfg))
-    planned = [writer.prepare.remote(sid) for sid in scene_ids]
+    rest = list(scene_ids)
+    first_plan = writer.prepare.remote(rest.pop(0))
     pool = assemblers = None
     try:
         plan = plan_pool(config.replicas, config.device)
@@ -211,20 +247,29 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
                           for node in nodes], slots=PREFETCH_BATCHES_PER_REPLICA)
         asm_nodes = assembler_nodes(plan, nodes)
         assemblers = AssemblerPool(len(asm_nodes), nodes=asm_nodes)
-        prepared = get(planned)
-        summaries = {p.out_id: TranslateSummary(
-            source_scene=p.scene_id, out_scene=p.out_id, chunks_total=p.chunks_total,
-            status="exists" if p.info is None else "complete", replicas=config.replicas)
-            for p in prepared}
-        infos = {p.out_id: p.info for p in prepared if p.info is not None}
-        bar = tqdm(total=sum(len(i.plan.todo) for i in infos.values()), unit="chunk",
+        spec = config.tile_spec()
+        recs = arch.records(scene_ids)
+        grids = [chunk_grid(recs[sid].shape[1:], spec) for sid in scene_ids]
+        bar = tqdm(total=sum(g[0] * g[1] for g in grids), unit="chunk",
                    desc=f"translate x{config.scale}", file=sys.stderr, disable=not progress,
                    dynamic_ncols=True)
         try:
-            boxes = {o: [ray.put(i)] for o, i in infos.items()}  # fetched once per worker
+            intake = SceneIntake(writer, [], replicas=config.replicas, planned=bar.update)
+            # The scenes up to the first with chunks to do (a resumed job skips those done).
+            summaries: dict[str, TranslateSummary] = {}
+            infos: dict[str, Any] = {}
+            boxes: dict[str, Any] = {}
+            while True:
+                out_id, summaries[out_id], info, box = intake.admit(get(first_plan))
+                if info is not None:
+                    infos[out_id], boxes[out_id] = info, box
+                if info is not None or not rest:
+                    break
+                first_plan = writer.prepare.remote(rest.pop(0))
+            intake.scenes = rest
             # Every model loaded before the first tile; meanwhile every worker opens the first
             # scene (queued behind __init__).
-            first = [next(iter(boxes.values()))] if boxes else []
+            first = list(boxes.values())
             asm_ready = assemblers.ready()
             get([a.ready.remote() for a in pool.actors] + asm_ready
                 + [a.warm.remote(b) for a in pool.actors for b in first]
@@ -246,6 +291,7 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
                 summaries=summaries, batch_size=config.batch_size, progress=bar.update,
                 max_batch_size=config.call_size_limit(),
                 max_chunks_in_flight=CHUNKS_IN_FLIGHT_PER_REPLICA * plan.replicas, metrics=metrics,
+                intake=intake,
             ).run()
         finally:
             bar.close()

@@ -139,6 +139,86 @@ def test_calls_cover_every_tile_once_in_order_and_end_with_single_tiles(batch: i
     assert all(len(ks) == batch or ks[-1] == last_of[o] for o, ks in head[:-1])
 
 
+class _Intake:
+    """The scenes of a job planned as it goes: plans come back when the test says so."""
+
+    def __init__(self, plans: list[ScenePlan], exists: set[str] = frozenset()) -> None:
+        self.scenes = [p.scene_id for p in plans]
+        self.plans = {p.scene_id: p for p in plans}
+        self.exists = exists
+        self.submitted: list[str] = []
+        self.values: dict = {}
+
+    def submit(self, sid: str):
+        ref = ("plan", next(_REFS))
+        self.submitted.append(sid)
+        self.values[ref] = sid
+        return ref
+
+    def admit(self, sid: str):
+        p = self.plans[sid]
+        summary = SimpleNamespace(tiles=0, model_spans=[], retries=0,
+                                  status="exists" if sid in self.exists else "complete")
+        info = None if sid in self.exists else SimpleNamespace(plan=p, scene_id=sid)
+        return p.out_id, summary, info, None
+
+
+def test_scenes_are_planned_as_the_queue_runs_short_and_admitted_in_order() -> None:
+    """A job's scenes after the first are asked of the writer only while the queue holds fewer
+    than PLAN_AHEAD_POOLS pool-fulls of tiles, PLANS_IN_FLIGHT at a time; a plan back early
+    waits for the one before it; an existing output adds no tile; and the calls are those of a
+    job planned up front: every tile once, in the job's order, whole batches until the job's
+    real tail (no single-tile calls while scenes are still to come)."""
+    import sarray.engine.dispatch as dispatch
+
+    shapes = [(224, 224), (64, 64), (64, 64), (96, 96), (64, 64), (128, 128)]  # 49, 4, 4, 9, 4, 16 tiles
+    plans = [ScenePlan.build(scene_id=f"s{i}", out_id=f"s{i}_x2", shape_in=sh, spec=SPEC)
+             for i, sh in enumerate(shapes)]
+    intake = _Intake(plans[1:], exists={"s2"})
+    pool = ActorPool([_Actor(), _Actor()], slots=2)
+    d = Dispatcher(pool=pool, writer=None, assemble=None,
+                   infos={"s0_x2": SimpleNamespace(plan=plans[0], scene_id="s0")},
+                   boxes={"s0_x2": None},
+                   assembler=SimpleNamespace(ready_count=0, add=lambda key, pred, origin=None: None,
+                                             add_plan=lambda plan: None),
+                   summaries={"s0_x2": SimpleNamespace(tiles=0, model_spans=[], retries=0)},
+                   batch_size=2, max_batch_size=2, max_chunks_in_flight=10**6,
+                   progress=lambda n: None, runtime=SimpleNamespace(get=lambda ref: intake.values[ref]),
+                   intake=intake)
+    ahead = dispatch.PLAN_AHEAD_POOLS * 2 * 2 * 2  # pools x replicas x slots x largest call
+    d._plan_more()
+    assert intake.submitted == [] and len(d.queue) >= ahead  # the first scene's 49 tiles suffice
+    calls = []
+    while d.queue or d.more_scenes:
+        d._plan_more()
+        assert len(d.planning) <= dispatch.PLANS_IN_FLIGHT
+        assert not d.planning or len(d.queue) < ahead or len(intake.submitted) == 0
+        d._feed()
+        for ack in list(d.tile_calls):
+            call = d.tile_calls.pop(ack)
+            calls.append((call.out_id, call.keys))
+            d.pool.release(call.actor)
+        if d.queue or not d.planning:
+            continue  # plans come back once the queue is dry (a scene of odd tiles ends alone)
+        if len(d.planning) == 2:  # the later plan comes back first: held until the earlier one
+            early, late = list(d.planning)
+            d._planned(late)
+            assert late in d.planned_early and intake.plans[d.planning[early]].out_id not in d.summaries
+            d._planned(early)
+            assert not d.planning and not d.planned_early
+        else:
+            d._planned(next(iter(d.planning)))
+    assert intake.submitted == [p.scene_id for p in plans[1:]]
+    assert list(d.summaries) == [p.out_id for p in plans] and d.summaries["s2_x2"].status == "exists"
+    want = [(p.out_id, k) for p in plans if p.scene_id != "s2" for k in sorted(p.tiles)]
+    assert [(o, k) for o, ks in calls for k in ks] == want
+    sizes = [len(ks) for _, ks in calls]
+    tail = 2 * 2  # replicas x batch_size: the job's last tiles one per call
+    assert sizes[-tail:] == [1] * tail
+    last_of = {p.out_id: max(p.tiles) for p in plans}
+    assert all(n == 2 or ks[-1] == last_of[o] for (o, ks), n in zip(calls[:-tail - 1], sizes))
+
+
 def test_calls_grow_while_the_replicas_are_fast_and_never_mix_scenes(monkeypatch) -> None:
     """Acks of short model calls grow the batch up to max_batch_size; slow ones keep it at
     batch_size. A call never mixes two scenes, and the tail still goes one tile at a time."""
