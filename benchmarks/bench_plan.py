@@ -111,7 +111,7 @@ class _Predict:
         start = max(w.clock.now, self.free_at)
         self.free_at = start + len(keys) * w.tile_s
         refs = [w._ref(self.free_at, (self.index, self.index // GPUS_PER_NODE, start, self.free_at))]
-        refs += [w._ref(None) for _ in keys]  # predictions: only passed on, never waited for
+        refs.append(w._ref(None))  # the call's predictions: only passed on, never waited for
         w.sim_cpu_s += time.thread_time() - c0
         return refs
 
@@ -128,7 +128,8 @@ class _Assemble:
     def options(self, *, max_task_retries: int = 0) -> _Assemble:
         return self
 
-    def remote(self, box: Any, keys: list[Any], tile_keys: list[Any], fork: Any, *preds: Any) -> int:
+    def remote(self, box: Any, keys: list[Any], tile_keys: list[Any], fork: Any, index: Any,
+               *batches: Any) -> int:
         c0 = time.thread_time()
         w = self.world
         self.free_at = max(w.clock.now, self.free_at) + len(keys) * w.asm_s

@@ -46,7 +46,7 @@ class TileCall:
     out_id: str
     keys: list[tuple[int, int]]
     actor: int
-    preds: list[Any]
+    box: Any  # the ref of the call's predictions (one object for the batch)
     attempts: int = 0
 
 
@@ -87,6 +87,22 @@ MERGE_EVERY_S = 5.0
 def job_tiles(infos: dict[str, Any]) -> list[tuple[str, tuple[int, int]]]:
     """The job's tiles in order: each scene's tiles row by row, scene after scene."""
     return [(o, k) for o, i in infos.items() for k in sorted(i.plan.tiles)]
+
+
+def call_objects(predictions: tuple[tuple[Any, int], ...]) -> tuple[list[Any], list[tuple[int, int]]]:
+    """The distinct call objects of an assembly's predictions (each ``(object, position)``), in
+    order, as arguments of their own (Ray resolves those before the call), and each
+    prediction's ``(argument, position)``."""
+    batches: list[Any] = []
+    where: dict[Any, int] = {}
+    index = []
+    for box, i in predictions:
+        j = where.get(box)
+        if j is None:
+            j = where[box] = len(batches)
+            batches.append(box)
+        index.append((j, i))
+    return batches, index
 
 
 class RayRuntime:
@@ -343,9 +359,9 @@ class Dispatcher:
                and self._chunks_in_flight() < self.max_chunks_in_flight):
             out_id, keys, attempts = self._next_call()
             i = self.pool.pick()
-            refs = self.pool.submit(i, self.boxes[out_id], keys, returns=1 + len(keys))
-            self.tile_calls[refs[0]] = TileCall(out_id=out_id, keys=keys, actor=i, preds=refs[1:],
-                                                attempts=attempts)
+            ack, box = self.pool.submit(i, self.boxes[out_id], keys)
+            self.tile_calls[ack] = TileCall(out_id=out_id, keys=keys, actor=i, box=box,
+                                            attempts=attempts)
             self.calling[out_id] += len(keys)
 
     def _next_call(self) -> tuple[str, list[tuple[int, int]], int]:
@@ -446,8 +462,8 @@ class Dispatcher:
         self.tile_s = per_tile if self.tile_s is None else (self.tile_s + per_tile) / 2
         if self.metrics is not None:
             self.metrics.tiles_back(call.out_id, len(call.keys), call.actor, m1 - m0)
-        for key, pred in zip(call.keys, call.preds):
-            self.assembler.add((call.out_id, *key), pred, node)
+        for i, key in enumerate(call.keys):  # a tile's prediction: (its call's object, where in it)
+            self.assembler.add((call.out_id, *key), (call.box, i), node)
 
     def _assemble(self) -> None:
         """Send ready chunks to assembly tasks (partial groups once an output gets no more tiles)."""
@@ -470,8 +486,9 @@ class Dispatcher:
             if b.out_id not in self.forks:
                 self.forks[b.out_id] = self.writer.fork.remote(b.out_id)
             home = b.keys[0][1] // self.assembler.per_task if per_task is None else None
+            batches, index = call_objects(b.predictions)
             ref = self.assemble.remote(self.boxes[b.out_id], list(b.keys), list(b.tile_keys),
-                                       self.forks[b.out_id], *b.predictions, home=home,
+                                       self.forks[b.out_id], index, *batches, home=home,
                                        node=b.origin)
             self.assembling[ref] = (b.out_id, tuple(b.keys))
             self.assembling_chunks += len(b.keys)

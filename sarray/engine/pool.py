@@ -49,7 +49,7 @@ class ReplicaActor:
 
         warm_scene(info_box, inputs=True)
 
-    def predict(self, info_box: list[Any], keys: list[tuple[int, int]]) -> tuple[Any, ...]:
+    def predict(self, info_box: list[Any], keys: list[tuple[int, int]]) -> tuple[Any, list[Any]]:
         return self.host.predict(info_box, keys)
 
 
@@ -100,11 +100,13 @@ class ReplicaHost:
         out = self.replica(batch)["output"]
         return t0, time.time(), out
 
-    def predict(self, info_box: list[Any], keys: list[tuple[int, int]]) -> tuple[Any, ...]:
-        """Read the tiles' windows from the archive, translate them; returns ``(ack,
-        (prediction, input window) per tile)``. The ack (pid, node, model start and end times)
-        is all the driver fetches; the predictions stay in the object store for the assembly
-        tasks."""
+    def predict(self, info_box: list[Any], keys: list[tuple[int, int]]) -> tuple[Any, list[Any]]:
+        """Read the tiles' windows from the archive, translate them; returns ``(ack, [(prediction,
+        input window) per tile])``, two objects whatever the batch. The ack (pid, node, model
+        start and end times) is all the driver fetches; the call's predictions stay in the
+        object store, one object for the batch, for the assembly tasks (one object per call,
+        not per tile: the driver, which owns them, and the raylets track half the objects at
+        2 tiles per call; ``benchmarks/prof_objects.py``)."""
         from sarray.engine.work import read_tile_batch, scene_info, tile_output
 
         info = scene_info(info_box)
@@ -112,7 +114,7 @@ class ReplicaHost:
         t0, t1, out = self._model.submit(self._run, batch).result()
         tiles = [info.plan.tiles[k] for k in keys]
         return ((self.pid, self.node, t0, t1),
-                *(tile_output(t, x, o, info.spec.scale) for t, x, o in zip(tiles, batch["tiles"], out)))
+                [tile_output(t, x, o, info.spec.scale) for t, x, o in zip(tiles, batch["tiles"], out)])
 
 
 @dataclass(frozen=True)
@@ -298,7 +300,7 @@ class ActorPool:
             self._heap = [(v, i) for i, v in enumerate(self.load)]
             heapq.heapify(self._heap)
 
-    def submit(self, index: int, *args: Any, returns: int) -> list[Any]:
+    def submit(self, index: int, *args: Any, returns: int = 2) -> list[Any]:
         # Not retried by Ray: a call held by an actor lost with its node fails at once and the
         # dispatcher sends its tiles elsewhere (retried, it would wait for the actor's restart,
         # forever where there is no room for it; so would the lineage reconstruction of its
@@ -367,10 +369,11 @@ class AssemblerActor:
         warm_scene(info_box)
 
     def assemble(self, info_box: list[Any], keys: list[tuple[int, int]],
-                 tile_keys: list[tuple[int, int]], fork: Any, *predictions: Any) -> Any:
+                 tile_keys: list[tuple[int, int]], fork: Any, index: list[tuple[int, int]],
+                 *batches: Any) -> Any:
         from sarray.engine.work import assemble_chunks
 
-        return assemble_chunks(info_box, keys, tile_keys, fork, *predictions)
+        return assemble_chunks(info_box, keys, tile_keys, fork, index, *batches)
 
 
 # The load a quarantined assembler counts as (far beyond any real backlog).

@@ -212,14 +212,14 @@ def read_tile_batch(info: Any, keys: list[tuple[int, int]]) -> dict[str, Any]:
 
 
 def assemble_chunks(info_box: list[Any], keys: list[tuple[int, int]],
-                    tile_keys: list[tuple[int, int]], fork: Any,
-                    *predictions: tuple[np.ndarray, np.ndarray]) -> tuple[Any, list[dict[str, Any]]]:
+                    tile_keys: list[tuple[int, int]], fork: Any, index: list[tuple[int, int]],
+                    *batches: list[tuple[np.ndarray, np.ndarray]]) -> tuple[Any, list[dict[str, Any]]]:
     """Blend, correct, measure and write chunks ``keys`` into ``fork``.
 
-    ``predictions`` are the replicas' outputs for ``tile_keys`` (the union of the chunks'
-    neighbourhoods), each ``(prediction, input window)`` (:func:`tile_output`). Several chunks
-    per task share their neighbours' predictions, so a task moves fewer objects than one chunk
-    each would.
+    ``batches`` are replica calls' outputs (each a list of ``(prediction, input window)`` per
+    tile, :func:`tile_output`), and ``index`` says where each of ``tile_keys`` (the union of the
+    chunks' neighbourhoods) is in them: ``(batch, position)``. Several chunks per task share
+    their neighbours' predictions, so a task moves fewer objects than one chunk each would.
 
     Returns:
         (the fork, to merge; one note per chunk written: key, region, shape, node, pid).
@@ -229,7 +229,7 @@ def assemble_chunks(info_box: list[Any], keys: list[tuple[int, int]],
 
     started = time.time()
     info = scene_info(info_box)
-    by_key = dict(zip(tile_keys, predictions))
+    by_key = {k: batches[b][i] for k, (b, i) in zip(tile_keys, index)}
     notes = []
     node, pid = _node_id(), os.getpid()
     writer = ChunkWriter(fork)

@@ -325,9 +325,20 @@ class _Assemblers:
     def available(self) -> bool:
         return True
 
-    def remote(self, box, keys, tile_keys, fork, *preds, home=None, node=None):
+    def remote(self, box, keys, tile_keys, fork, index, *batches, home=None, node=None):
+        # Each call object is passed once, and each tile found where its call put it (the
+        # tests' calls: two tiles of a row each, see _pred).
+        assert len(set(batches)) == len(batches) and len(index) == len(tile_keys)
+        assert all((batches[j], i) == _pred(tk) for tk, (j, i) in zip(tile_keys, index))
         self.calls.append((keys, home))
         return ("asm", next(_REFS))
+
+
+def _pred(tile):
+    """A tile's prediction as the dispatcher records it: (its call's object, its place in it),
+    for calls of two tiles along a row."""
+    r, c = tile
+    return ("call", r, c // 2), c % 2
 
 
 @pytest.mark.parametrize(("assemblers", "sizes"), [(2, [4, 4]), (3, [2, 3, 3]), (8, [1] * 8)])
@@ -346,7 +357,7 @@ def test_the_jobs_last_chunks_are_shared_evenly_among_the_assemblers(assemblers:
     last_row = max(r for r, _ in plan.tiles)
     for r, c in sorted(plan.tiles):  # every tile but the last row's: the first rows go home
         if r < last_row:
-            d.assembler.add((plan.out_id, r, c), "pred")
+            d.assembler.add((plan.out_id, r, c), _pred((r, c)))
     d.tile_calls[("ack", 0)] = SimpleNamespace(out_id=plan.out_id, keys=[(last_row, 0)])
     d.calling[plan.out_id] += 1  # what _feed counts as it submits
     d._assemble()
@@ -355,7 +366,7 @@ def test_the_jobs_last_chunks_are_shared_evenly_among_the_assemblers(assemblers:
     d.tile_calls.clear()
     d.calling.clear()
     for c in range(plan.grid[1]):
-        d.assembler.add((plan.out_id, last_row, c), "pred")
+        d.assembler.add((plan.out_id, last_row, c), _pred((last_row, c)))
     d._assemble()
     tail = d.assemble.calls[len(homed):]
     assert sorted(len(k) for k, _ in tail) == sizes and all(h is None for _, h in tail)
