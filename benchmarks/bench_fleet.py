@@ -152,6 +152,10 @@ def child(spec: dict) -> dict:
 
         def init(self, **kw):
             kw["writer"] = _Writer(kw["writer"])
+            if kw.get("writer_of") is not None:  # several writers: each wrapped once
+                wrapped: dict = {}
+                of = kw["writer_of"]
+                kw["writer_of"] = lambda o: wrapped.setdefault(id(of(o)), _Writer(of(o)))
             init0(self, **kw)
 
         def merged(self, ref, out_id, *rest, **kw):

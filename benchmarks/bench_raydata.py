@@ -149,12 +149,15 @@ def raydata_pipeline(archive: str, scenes: list[str], out_dir: str, *, replicas:
 
 # -- one run in a fresh process, its process tree sampled ------------------------------------------
 _CHILD = """
-import json, sys, time, warnings
+import json, os, sys, time, warnings
 warnings.simplefilter("ignore")
 sys.path.insert(0, {bench!r})
 import ray
+# Workers import this module, and the engine from the same place as this process (a snapshot of
+# it on PYTHONPATH, when one is given, ahead of the editable install).
+path = os.pathsep.join(p for p in ({bench!r}, os.environ.get("PYTHONPATH", "")) if p)
 ray.init(address="local", num_cpus={cpus}, include_dashboard=False, log_to_driver=False, configure_logging=False,
-         runtime_env={{"env_vars": {{"PYTHONPATH": {bench!r}}}}})  # workers import this module
+         runtime_env={{"env_vars": {{"PYTHONPATH": path}}}})
 import ray.data
 ray.data.DataContext.get_current().enable_progress_bars = False
 from bench_raydata import run_kind

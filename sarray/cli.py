@@ -353,6 +353,7 @@ def translate(
     scale: int = typer.Option(4, help="Output spacing = input spacing / scale (2, 4, 8, 16)."),
     model: str = typer.Option("tiny", help="tiny | tiny-random | sdxl | PATH to weights."),
     replicas: int = typer.Option(1, help="Model replicas (Ray actors; one per GPU on GPU clusters)."),
+    writers: int = typer.Option(1, help="Output writer actors; the scenes are dealt among them (for fleets of hundreds of GPUs: see `sarray bench project`)."),
     out: Optional[str] = typer.Option(None, "--out", help="Output archive, path or s3:// (default: the input archive)."),
     out_scene: Optional[str] = typer.Option(None, "--out-scene", help="Output scene id (default: <scene>_x<scale>)."),
     cog: Optional[Path] = typer.Option(None, help="Also write the output as a COG."),
@@ -376,7 +377,7 @@ def translate(
     from sarray.engine.translate import TranslateConfig, translate as run_translate
 
     config = TranslateConfig(
-        scale=scale, model=model, replicas=replicas, chunk_px=chunk_px, halo_px=halo_px,
+        scale=scale, model=model, replicas=replicas, writers=writers, chunk_px=chunk_px, halo_px=halo_px,
         batch_size=batch_size, max_batch_size=max_batch_size, micro_batch=micro_batch, seed=seed, consistency=consistency, output=output, speckle=speckle, out_scene=out_scene,
         on_unfinished="restart" if restart else "resume", max_chunks=max_chunks, device=device,
         num_inference_steps=steps,

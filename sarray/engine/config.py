@@ -30,6 +30,10 @@ class TranslateConfig:
         model: ``tiny`` (shipped weights), ``tiny-random`` (seeded random weights, for tests and
             benchmarks), ``sdxl`` (hub id), or a local folder in the diffusers layout.
         replicas: actors in the pool (one per GPU on GPU clusters).
+        writers: output writer actors of the job; scenes are dealt among them in turn, each
+            scene's merges, commits and catalog row made by its own writer. One merges and
+            commits for dozens of GPUs (``benchmarks/bench_fleet.py``: its CPU per tile);
+            ``sarray bench project`` says when a fleet needs more.
         chunk_px: output chunk edge (output pixels); one tile per chunk.
         halo_px: context around each tile, in input pixels; the blend band is
             ``2 * halo_px * scale`` output pixels wide.
@@ -67,6 +71,7 @@ class TranslateConfig:
     scale: int = 4
     model: str = "tiny"
     replicas: int = 1
+    writers: int = 1
     chunk_px: int = 512
     halo_px: int = 16
     batch_size: int = 2
@@ -89,6 +94,8 @@ class TranslateConfig:
             raise ConfigError(f"`scale` ({self.scale!r}) must be one of {SCALES}")
         if not isinstance(self.replicas, int) or self.replicas < 1:
             raise ConfigError(f"`replicas` ({self.replicas!r}) must be a positive integer")
+        if not isinstance(self.writers, int) or self.writers < 1:
+            raise ConfigError(f"`writers` ({self.writers!r}) must be a positive integer")
         if not isinstance(self.micro_batch, int) or self.micro_batch < 1:
             raise ConfigError(f"`micro_batch` ({self.micro_batch!r}) must be a positive integer")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:

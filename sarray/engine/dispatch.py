@@ -130,7 +130,8 @@ class Dispatcher:
 
     Args:
         pool: the :class:`~sarray.engine.pool.ActorPool`.
-        writer: the job's ``OutputWriter`` actor.
+        writer: the job's ``OutputWriter`` actor; ``writer_of`` (given: ``writer`` unused) the
+            writer of each output, for a job whose scenes are dealt among several.
         assemble: the :class:`~sarray.engine.pool.AssemblerPool`.
         infos: each output's ``SceneInfo``; ``boxes`` the same as object refs.
         assembler: the pure bookkeeping of ready chunks.
@@ -152,9 +153,10 @@ class Dispatcher:
                  boxes: dict[str, Any], assembler: Assembler, summaries: dict[str, Any],
                  batch_size: int, max_chunks_in_flight: int, progress: Any,
                  max_batch_size: int | None = None, metrics: Any = None,
-                 runtime: Any = None, intake: Any = None) -> None:
+                 runtime: Any = None, intake: Any = None, writer_of: Any = None) -> None:
         self.runtime = runtime if runtime is not None else RayRuntime()
         self.pool, self.writer, self.assemble = pool, writer, assemble
+        self.writer_of = writer_of if writer_of is not None else (lambda out_id: writer)
         self.infos, self.boxes, self.assembler = infos, boxes, assembler
         self.summaries, self.progress = summaries, progress
         self.max_chunks_in_flight = max_chunks_in_flight
@@ -409,7 +411,7 @@ class Dispatcher:
             if (now or n >= COMMIT_EVERY_CHUNKS or n + merging[out_id] == self.left[out_id]
                     or t - self.unmerged_since[out_id] >= MERGE_EVERY_S):
                 # The tasks' refs as arguments of their own: Ray resolves them before the call.
-                self.merges[self.writer.merge_many.remote(out_id, *(r for r, _ in done))] = (out_id, n, done)
+                self.merges[self.writer_of(out_id).merge_many.remote(out_id, *(r for r, _ in done))] = (out_id, n, done)
                 del self.unmerged[out_id], self.unmerged_since[out_id]
 
     # -- what comes back ----------------------------------------------------------------------------
@@ -484,7 +486,7 @@ class Dispatcher:
         flush = {o for o in self.assembler.ready_outputs() if not fed(o)}
         for b in self.assembler.batches(flush=flush, per_task=per_task):
             if b.out_id not in self.forks:
-                self.forks[b.out_id] = self.writer.fork.remote(b.out_id)
+                self.forks[b.out_id] = self.writer_of(b.out_id).fork.remote(b.out_id)
             home = b.keys[0][1] // self.assembler.per_task if per_task is None else None
             batches, index = call_objects(b.predictions)
             ref = self.assemble.remote(self.boxes[b.out_id], list(b.keys), list(b.tile_keys),
@@ -566,4 +568,4 @@ class Dispatcher:
     def _finish(self, out_id: str) -> None:
         """Finalise a scene on the writer; the loop goes on meanwhile (the next scene's tiles)."""
         self.summaries[out_id].compute_s = time.perf_counter() - self.t0
-        self.finishing[self.writer.finish.remote(out_id)] = out_id
+        self.finishing[self.writer_of(out_id).finish.remote(out_id)] = out_id

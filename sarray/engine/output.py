@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -100,6 +101,7 @@ class OutputWriter:
         self.config = TranslateConfig.from_dict(config)
         self.provenance_base = provenance_base
         self.job = uuid.uuid4().hex
+        self.pid = os.getpid()
         self.outputs: dict[str, Any] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
         self._speckle: dict[str | None, dict[str, Any]] = {}
@@ -188,7 +190,7 @@ class OutputWriter:
         out = self.outputs[out_id]
         before = out.commits
         out.merge(fork, chunks=len(notes))
-        return [{**n, "committed": out.commits != before} for n in notes]
+        return [{**n, "committed": out.commits != before, "merged_by": self.pid} for n in notes]
 
     def merge_many(self, out_id: str, *assembled: tuple[Any, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         """:meth:`merge` of several assembly tasks' results (passed as refs, resolved by Ray)."""

@@ -198,18 +198,18 @@ class SceneIntake:
     with its summary and its info in the object store.
 
     Args:
-        writer: the job's writer actor.
+        writer_of: the writer actor of a scene id.
         scenes: the scene ids still to plan, in the job's order.
         replicas: the job's replica count (for the summaries).
         planned: called with the chunks a scene admitted had done before the job (the progress
             bar counts every chunk of the job).
     """
 
-    def __init__(self, writer: Any, scenes: list[str], *, replicas: int, planned: Any) -> None:
-        self.writer, self.scenes, self.replicas, self.planned = writer, list(scenes), replicas, planned
+    def __init__(self, writer_of: Any, scenes: list[str], *, replicas: int, planned: Any) -> None:
+        self.writer_of, self.scenes, self.replicas, self.planned = writer_of, list(scenes), replicas, planned
 
     def submit(self, sid: str) -> Any:
-        return self.writer.prepare.remote(sid)
+        return self.writer_of(sid).prepare.remote(sid)
 
     def admit(self, p: Any) -> tuple[str, TranslateSummary, Any, Any]:
         import ray
@@ -234,9 +234,13 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
     # 1. The job's output writer plans the first scene (output created, or reopened to resume);
     # 2. the pool starts meanwhile: its processes load the models while the writer plans. The
     # other scenes are planned as the job goes (SceneIntake), never all before the first tile.
-    writer = start_writer(arch.url, out_arch.url, config.to_dict(), _provenance(arch, config, replica_cfg))
+    # With several writers, the scenes are dealt among them in turn.
+    writers = [start_writer(arch.url, out_arch.url, config.to_dict(), _provenance(arch, config, replica_cfg))
+               for _ in range(config.writers)]
+    shard = {sid: writers[i % len(writers)] for i, sid in enumerate(scene_ids)}
+    by_out = {config.out_scene_for(sid): w for sid, w in shard.items()}
     rest = list(scene_ids)
-    first_plan = writer.prepare.remote(rest.pop(0))
+    first_plan = shard[rest[0]].prepare.remote(rest.pop(0))
     pool = assemblers = None
     try:
         plan = plan_pool(config.replicas, config.device)
@@ -254,7 +258,7 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
                    desc=f"translate x{config.scale}", file=sys.stderr, disable=not progress,
                    dynamic_ncols=True)
         try:
-            intake = SceneIntake(writer, [], replicas=config.replicas, planned=bar.update)
+            intake = SceneIntake(shard.__getitem__, [], replicas=config.replicas, planned=bar.update)
             # The scenes up to the first with chunks to do (a resumed job skips those done).
             summaries: dict[str, TranslateSummary] = {}
             infos: dict[str, Any] = {}
@@ -265,7 +269,7 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
                     infos[out_id], boxes[out_id] = info, box
                 if info is not None or not rest:
                     break
-                first_plan = writer.prepare.remote(rest.pop(0))
+                first_plan = intake.submit(rest.pop(0))
             intake.scenes = rest
             # Every model loaded before the first tile; meanwhile every worker opens the first
             # scene (queued behind __init__).
@@ -284,7 +288,7 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
                                  summary_every_s=float(os.environ.get("SARRAY_SUMMARY_EVERY_S",
                                                                      SUMMARY_EVERY_S)))
             Dispatcher(
-                pool=pool, writer=writer, assemble=assemblers, infos=infos,
+                pool=pool, writer=writers[0], writer_of=by_out.__getitem__, assemble=assemblers, infos=infos,
                 boxes=boxes,
                 assembler=Assembler([i.plan for i in infos.values()], per_task=CHUNKS_PER_ASSEMBLY,
                                     key_of=lambda p: p.out_id),
@@ -296,11 +300,12 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
         finally:
             bar.close()
             # 4. Every chunk merged so far is whole: commit it, so a rerun resumes after it.
-            get(writer.flush_all.remote())
+            get([w.flush_all.remote() for w in writers])
     finally:
         if pool is not None:
             pool.shutdown()
         if assemblers is not None:
             assemblers.shutdown()
-        ray.kill(writer)
+        for w in writers:
+            ray.kill(w)
     return [summaries[config.out_scene_for(sid)] for sid in scene_ids]

@@ -50,7 +50,8 @@ def test_reads_and_writes_run_on_other_nodes_and_match_one_node(tmp_path: Path) 
             cluster.add_node(num_cpus=2)
         ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
         driver_node = ray.get_runtime_context().get_node_id()
-        summaries = translate(a, scenes, TranslateConfig(replicas=2, **CFG), progress=False)
+        # Two writers: the scenes are dealt among them, each merged and committed by its own.
+        summaries = translate(a, scenes, TranslateConfig(replicas=2, writers=2, **CFG), progress=False)
         ray.shutdown()
     finally:
         cluster.shutdown()
@@ -61,7 +62,9 @@ def test_reads_and_writes_run_on_other_nodes_and_match_one_node(tmp_path: Path) 
     assert len(write_nodes | read_nodes) == 2  # both worker nodes took part
     assert all(sorted(w["key"] for w in s.writes) == [(i, j) for i in range(3) for j in range(4)]
                for s in summaries)  # every chunk written once (96x128 input, 32-px footprints)
-    # The same job on one local node gives the same pixels.
+    merged_by = [{w["merged_by"] for w in s.writes} for s in summaries]
+    assert all(len(m) == 1 for m in merged_by) and merged_by[0] != merged_by[1]
+    # The same job on one local node, with one writer, gives the same pixels.
     _same_bits_on_one_node(a, scenes, tmp_path / "b.zarr")
 
 

@@ -36,6 +36,7 @@ def test_unknown_scene_fails_before_ray(arch: Path) -> None:
         ({"chunk_px": 130}, "`chunk_px` \\(130\\) must be a positive multiple of `scale`"),
         ({"model": "/no/such/weights"}, "`model`"),
         ({"replicas": 0}, "`replicas`"),
+        ({"writers": 0}, "`writers`"),
         ({"consistency": "maybe"}, "`consistency`"),
         ({"micro_batch": 0}, "`micro_batch`"),
         ({"batch_size": 4, "max_batch_size": 2}, "`max_batch_size` \\(2\\) must be an integer of at least `batch_size` \\(4\\)"),
