@@ -27,6 +27,10 @@ DEFAULT_TILE_S_SOURCE = ("SDXL 30 steps, 1024^2, A100-class: 2.4-7.4 s per tile 
 DRIVER_CPU_S_PER_MPX = 0.019
 ENGINE_EFFICIENCY = 0.95
 OBJECT_STORE_GB_PER_NODE = 16.0
+# The share of one core a job's output writer may take: beyond it, its merges and commits queue
+# behind one another (commit latency grows, and the chunks waiting for them hold memory), and
+# the projection asks for more writers (``sarray translate --writers``).
+WRITER_CORES_EACH = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,7 +200,11 @@ def project(p: Projection) -> dict[str, Any]:
         "output_mpx_per_s": mpx_per_s,
         "driver_cores_needed": driver_cores,
         "driver_headroom": 1.0 / driver_cores if driver_cores else math.inf,
+        # GPUs one driver can feed at a whole core (its loop is one thread): one job's ceiling.
+        "driver_max_gpus": int(p.gpus / driver_cores) if driver_cores else None,
         "writer_cores_needed": writer_cores,
+        "writers_needed": (max(1, math.ceil(writer_cores / WRITER_CORES_EACH))
+                           if writer_cores is not None else None),
         "object_store_gb_per_node_needed": store_gb,
         "object_store_headroom": p.object_store_gb_per_node / store_gb if store_gb else math.inf,
     }
@@ -227,8 +235,11 @@ def format_projection(r: dict[str, Any]) -> str:
         f"  storage written          {r['storage_tb']:,.1f} TB ({r['storage_tb_raw']:,.1f} TB raw)",
         f"  throughput               {r['output_mpx_per_s']:,.1f} output Mpx/s",
         f"  driver                   {r['driver_cores_needed']:.3f} of one core "
-        f"(headroom x{r['driver_headroom']:,.0f})",
-        *([f"  writer                   {r['writer_cores_needed']:.3f} of one core"]
+        f"(headroom x{r['driver_headroom']:,.1f}"
+        + (f"; one job feeds up to {r['driver_max_gpus']:,} GPUs at one core: split larger fleets "
+           "into jobs)" if r.get("driver_max_gpus") else ")"),
+        *([f"  writer                   {r['writer_cores_needed']:.3f} of one core: "
+           f"--writers {r['writers_needed']} (each at most {WRITER_CORES_EACH} of a core)"]
           if r.get("writer_cores_needed") is not None else []),
         f"  object store per node    {r['object_store_gb_per_node_needed']:.2f} GB needed "
         f"(headroom x{r['object_store_headroom']:,.1f})",

@@ -71,6 +71,10 @@ def test_the_projection_takes_driver_writer_and_store_from_the_fleet_results(tmp
     tiles_per_s = 64 * 0.95 / 5
     assert out["driver_cores_needed"] == pytest.approx(tiles_per_s * 0.05 * 200 / 5000)
     assert out["writer_cores_needed"] == pytest.approx(tiles_per_s * 0.025 * 200 / 5000)
+    assert out["writers_needed"] == 1  # 0.012 of a core
+    many = json.loads(CliRunner().invoke(app, ["bench", "project", "--area-km2", "10e6", "--gpus", "4096",
+                                               "--tile-s", "1", "--fleet", str(path), "--json"]).output)
+    assert many["writers_needed"] == -(-many["writer_cores_needed"] // 0.5) > 1
     bench_tile = 64**2 * 4 / 1e6 * 1.25
     real_tile = 2 * 1024**2 * 4 / 1e6 * (1 + 1 / 16)
     assert out["object_store_gb_per_node_needed"] == pytest.approx(
