@@ -28,12 +28,13 @@ from common import RESULTS_DIR, environment, write_results  # noqa: E402
 
 
 def _role_cpu() -> dict[str, float]:
+    """CPU seconds of this process's own Ray (its children: never another job's on this box)."""
     import psutil
 
     out: dict[str, float] = {}
-    for p in psutil.process_iter(["cmdline"]):
+    for p in psutil.Process().children(recursive=True):
         try:
-            cmd = " ".join(p.info["cmdline"] or [])
+            cmd = " ".join(p.cmdline())
             if "raylet" in cmd or "gcs_server" in cmd:
                 role = "ray"
             elif cmd.startswith("ray::Replica"):

@@ -79,8 +79,8 @@ class TranslateSummary:
 
 
 def _check_scenes(arch: Archive, scene_ids: list[str], config: TranslateConfig,
-                  out_arch: Archive) -> None:
-    """Everything that can be checked before Ray starts."""
+                  out_arch: Archive) -> dict[str, Any]:
+    """Everything that can be checked before Ray starts; returns the scenes' records."""
     if not scene_ids:
         raise ConfigError("`scenes` is empty: name at least one scene (see `sarray ls`)")
     if config.out_scene is not None and len(scene_ids) > 1:
@@ -96,6 +96,7 @@ def _check_scenes(arch: Archive, scene_ids: list[str], config: TranslateConfig,
         if rec.shape[1] < 1 or rec.shape[2] < 1:
             raise ArchiveError(f"scene {sid!r}: empty")
     out_arch.check_writable_target()
+    return recs
 
 
 def translate(
@@ -125,7 +126,7 @@ def translate(
     t_start = time.perf_counter()
     arch = Archive(archive).require()
     out_arch = Archive(out_archive) if out_archive is not None else arch
-    _check_scenes(arch, scene_ids, config, out_arch)
+    recs = _check_scenes(arch, scene_ids, config, out_arch)
     if (cog or quicklook) and len(scene_ids) > 1:
         raise ConfigError("--cog/--quicklook take one scene; translate scenes one at a time")
     replica_cfg = config.replica_config()
@@ -144,7 +145,7 @@ def translate(
     from sarray.raysession import connected
 
     with connected():
-        summaries = _run_job(arch, out_arch, scene_ids, config, replica_cfg, progress)
+        summaries = _run_job(arch, out_arch, scene_ids, config, replica_cfg, progress, recs)
 
     return _export(arch, out_arch, scene_ids, summaries, cog, quicklook, t_start)
 
@@ -223,8 +224,9 @@ class SceneIntake:
 
 
 def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: TranslateConfig,
-             replica_cfg: dict[str, Any], progress: bool) -> list[TranslateSummary]:
-    """Plan the scenes as the job goes, stream their tiles through one pool, assemble and write
+             replica_cfg: dict[str, Any], progress: bool,
+             recs: dict[str, Any]) -> list[TranslateSummary]:
+    """Plan the scenes (``recs``: their catalog records) as the job goes, stream their tiles through one pool, assemble and write
     on workers."""
     import ray
     from tqdm.auto import tqdm
@@ -252,7 +254,6 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
         asm_nodes = assembler_nodes(plan, nodes)
         assemblers = AssemblerPool(len(asm_nodes), nodes=asm_nodes)
         spec = config.tile_spec()
-        recs = arch.records(scene_ids)
         grids = [chunk_grid(recs[sid].shape[1:], spec) for sid in scene_ids]
         bar = tqdm(total=sum(g[0] * g[1] for g in grids), unit="chunk",
                    desc=f"translate x{config.scale}", file=sys.stderr, disable=not progress,
