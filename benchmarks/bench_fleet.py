@@ -206,7 +206,7 @@ def child(spec: dict) -> dict:
                 k += 1
                 stop.wait(0.5)
 
-        cfg = TranslateConfig(replicas=r, **CFG)
+        cfg = TranslateConfig(replicas=r, **{**CFG, **spec.get("config", {})})
         with CpuByRole(every=0.5) as sampler:
             th = threading.Thread(target=monitor, args=(sampler,), daemon=True)
             th.start()
@@ -396,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenes", type=int, default=200)
     p.add_argument("--k", type=float, default=0.1, help="tile_s = k * replicas (s)")
     p.add_argument("--tile-s", type=float, default=None, help="a fixed tile_s instead of k * replicas")
+    p.add_argument("--config", action="append", default=[], metavar="KEY=INT",
+                   help="a TranslateConfig field for every run (integers), e.g. batch_size=4")
     p.add_argument("--min-free-gib", type=float, default=2.0)
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -405,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     counts = [int(x) for x in args.replicas.split(",")]
+    overrides = {k: int(v) for k, v in (c.split("=", 1) for c in args.config)}
     work = Path(tempfile.mkdtemp(prefix="sarray-bench-fleet-"))
     try:
         t0 = time.time()
@@ -412,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         ingest_s = time.time() - t0
         print(f"ingested {len(ids)} scenes in {ingest_s:.0f} s", file=sys.stderr, flush=True)
         result = {"environment": environment("cpu (fake GPUs: ray.cluster_utils.Cluster)"),
-                  "scenes": len(ids), "edge_px": EDGE, "config": CFG, "nodes": NODES,
+                  "scenes": len(ids), "edge_px": EDGE, "config": {**CFG, **overrides}, "nodes": NODES,
                   "k": args.k, "tile_s_fixed": args.tile_s, "ingest_s": ingest_s,
                   "chunks_per_run": len(ids) * (EDGE * CFG["scale"] // CFG["chunk_px"]) ** 2,
                   "targets": {"replica_idle_share_max_at_32": 0.03, "driver_cpu_share_max": 0.05,
@@ -421,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in counts:
             tile_s = args.tile_s if args.tile_s is not None else args.k * r
             spec = {"replicas": r, "tile_s": tile_s, "k": args.k, "archive": str(arch),
-                    "scenes": ids, "out_archive": str(work / f"out{r}.zarr")}
+                    "scenes": ids, "out_archive": str(work / f"out{r}.zarr"), "config": overrides}
             print(f"[fleet] {r} replicas, tile_s {tile_s:.3f} s ...", file=sys.stderr, flush=True)
             t1 = time.time()
             run = run_one(spec, args.min_free_gib)

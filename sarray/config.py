@@ -21,6 +21,13 @@ PREFETCH_BATCHES_PER_REPLICA = 2
 # however many tiles it carries (measured on 2 slow cores); half a second of model time per call
 # keeps that under 1%. The job's tail (single-tile calls) is unchanged.
 BATCH_TARGET_S = 0.5
+# The replica calls per second the driver aims to stay under, whatever each call's time: a
+# fleet of slow replicas (GPUs at seconds per tile) asks for tiles at replicas / tile_s per
+# second, and its calls take that rate / DRIVER_CALLS_PER_S tiles (up to max_batch_size), so the
+# driver's Ray cost stays flat as the fleet grows. Measured by benchmarks/bench_fleet.py (8
+# replicas at 10 tiles/s, 60 scenes): 4.9 ms of driver CPU per tile with calls of 2 tiles,
+# 3.9 with 4 (``--config batch_size=4``), about 4 ms per call.
+DRIVER_CALLS_PER_S = 2.5
 
 # Attempts of one tile before the translate job stops with an error naming it.
 MAX_TILE_ATTEMPTS = 3

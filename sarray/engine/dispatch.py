@@ -15,7 +15,9 @@ store do not grow with the scene.
 The driver's cost is a few Ray calls per tile, so it makes as few as it can:
 
 - a replica call takes ``batch_size`` tiles, and more (up to ``max_batch_size``) once the
-  replicas' calls are seen to be short (:data:`~sarray.config.BATCH_TARGET_S`);
+  replicas' calls are seen to be short (:data:`~sarray.config.BATCH_TARGET_S`), or once the
+  pool's tile rate would take more than :data:`~sarray.config.DRIVER_CALLS_PER_S` calls a
+  second (a fleet of slow replicas);
 - the chunks an output's assembly calls wrote are merged together, once a commit's worth are
   waiting (:data:`~sarray.config.COMMIT_EVERY_CHUNKS`), every :data:`MERGE_EVERY_S` seconds, or
   when they are the output's last.
@@ -29,11 +31,12 @@ writer), and the writer holds the sessions of the scenes in flight, not of the w
 from __future__ import annotations
 
 import collections
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from sarray.config import BATCH_TARGET_S, COMMIT_EVERY_CHUNKS, MAX_TILE_ATTEMPTS
+from sarray.config import BATCH_TARGET_S, COMMIT_EVERY_CHUNKS, DRIVER_CALLS_PER_S, MAX_TILE_ATTEMPTS
 from sarray.engine.plan import Assembler
 from sarray.errors import ReplicaError
 from sarray.raysession import get, ray_cause
@@ -344,11 +347,16 @@ class Dispatcher:
     @property
     def batch(self) -> int:
         """Tiles per call now: ``batch_size``, or more while a call's model time stays under
-        :data:`~sarray.config.BATCH_TARGET_S` (fast replicas: fewer Ray calls per tile)."""
+        :data:`~sarray.config.BATCH_TARGET_S` (fast replicas: fewer Ray calls per tile), or
+        while the pool's tile rate would take more than
+        :data:`~sarray.config.DRIVER_CALLS_PER_S` calls a second (a large fleet)."""
         if self.tile_s is None:
             return self.batch_size
-        fit = int(BATCH_TARGET_S / self.tile_s) if self.tile_s > 0 else self.max_batch_size
-        return max(self.batch_size, min(self.max_batch_size, fit))
+        if self.tile_s <= 0:
+            return self.max_batch_size
+        fit = int(BATCH_TARGET_S / self.tile_s)
+        by_rate = math.ceil(len(self.pool.actors) / self.tile_s / DRIVER_CALLS_PER_S)
+        return max(self.batch_size, min(self.max_batch_size, max(fit, by_rate)))
 
     def _feed(self) -> None:
         """Keep every replica's slots full, within the bound on chunks in flight. The job's last

@@ -66,6 +66,8 @@ class JobMetrics:
         self._window = (self.t0, 0)  # (start, tiles at start) of the summary's rate window
         self._scene_window = (self.t0, dict(self.tiles_by_scene))  # the same, per scene
         self._last_gauge = 0.0
+        self._touched: set[str] = set()  # scenes with tiles back in the current rate window
+        self._shown: set[str] = set()  # scenes whose gauges the last refresh set
         self._last_summary = self.t0
         self.queued = self.in_flight = 0
         self.lines: list[str] = []
@@ -81,6 +83,7 @@ class JobMetrics:
     def tiles_back(self, out_id: str, n: int, replica: int, model_s: float) -> None:
         self.tiles += n
         self.tiles_by_scene[out_id] = self.tiles_by_scene.get(out_id, 0) + n
+        self._touched.add(out_id)
         self._tiles.inc(n, tags=self._tags(out_id))
         if 0 <= replica < self.replicas:
             self.busy_s[replica] += max(model_s, 0.0)
@@ -110,15 +113,21 @@ class JobMetrics:
         self._last_gauge = now
         job = {"job": self.job_id}
         start, before = self._scene_window
-        for out_id in self.scenes:
+        # Only the scenes in work (tiles queued, on a replica, or back in this rate window),
+        # and once more those that just left it (their zeros): a job of 10^4 scenes must not
+        # cost the driver 10^4 gauge updates a second.
+        active = set(queued) | set(in_flight) | self._touched
+        for out_id in active | self._shown:
             tags = self._tags(out_id)
             self._queued.set(queued.get(out_id, 0), tags=tags)
             self._flight.set(in_flight.get(out_id, 0), tags=tags)
             if now - start > 0:
                 done = self.tiles_by_scene.get(out_id, 0) - before.get(out_id, 0)
                 self._rate.set(done / (now - start), tags=tags)
+        self._shown = active
         if now - start >= self.summary_every_s or now - start >= 60:
-            self._scene_window = (now, dict(self.tiles_by_scene))
+            self._scene_window = (now, dict(self.tiles_by_scene))  # every 30-60 s: O(scenes) is fine
+            self._touched = set()
         for i, share in enumerate(self.busy_shares(now)):
             self._busy.set(share, tags={**job, "replica": str(i)})
         due = now - self._last_summary >= self.summary_every_s

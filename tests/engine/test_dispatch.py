@@ -461,3 +461,27 @@ def test_the_job_stops_naming_the_cause_when_every_replica_is_lost_for_good() ->
         d.pool.probed(ref, ok=False, dead=True, now=PROBE_AFTER_S)
     with pytest.raises(ReplicaError, match=r"every replica \(2\) died with no restart left"):
         d._check_starved(PROBE_AFTER_S)
+
+
+@pytest.mark.parametrize(("replicas", "per_tile", "want"), [(4, 2.0, 2), (32, 3.2, 4), (64, 3.2, 8)])
+def test_a_large_fleet_of_slow_replicas_gets_larger_calls(monkeypatch, replicas: int,
+                                                          per_tile: float, want: int) -> None:
+    """The pool's tile rate (replicas / tile time) bounds the driver's calls a second: 32
+    replicas at 3.2 s a tile (10 tiles/s) take calls of 4 tiles, 64 of 8 (max_batch_size);
+    4 replicas at 2 s keep batch_size. Every tile is still sent once, in order."""
+    import sarray.engine.dispatch as dispatch
+
+    monkeypatch.setattr(dispatch, "get", lambda ack: ack[1])
+    assert dispatch.DRIVER_CALLS_PER_S == 2.5
+    d = _dispatcher([(640, 640)], replicas=replicas, batch=2, max_batch=8)  # 400 tiles
+    order = [(o, k) for o, i in d.infos.items() for k in sorted(i.plan.tiles)]
+    calls = []
+    while d.queue:
+        d._feed()
+        for ack in list(d.tile_calls):
+            call = d.tile_calls.pop(ack)
+            calls.append(call)
+            d._tiles_back(("ack", (1, "node", 0.0, per_tile * len(call.keys))), call)
+    assert [(c.out_id, k) for c in calls for k in c.keys] == order
+    sizes = [len(c.keys) for c in calls]
+    assert sizes[0] == 2 and max(sizes) == want

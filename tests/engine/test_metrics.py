@@ -42,3 +42,51 @@ def test_summary_lines_and_per_scene_counts(monkeypatch: pytest.MonkeyPatch) -> 
         assert len(jm.lines) == 2
     finally:
         ray.shutdown()
+
+
+def test_gauges_are_refreshed_for_the_scenes_in_work_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job of 10^4 scenes must not cost 10^4 gauge updates a second: a refresh sets the
+    scenes with tiles queued, in flight or back in the rate window, and once more (to zero)
+    the ones that just left."""
+    import ray
+
+    from sarray.engine import metrics as m
+
+    class Rec:
+        def __init__(self) -> None:
+            self.sets: list[tuple[str, float]] = []
+
+        def set(self, value: float, tags: dict) -> None:
+            self.sets.append((tags.get("scene", ""), value))
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    try:
+        clock = [100.0]
+        monkeypatch.setattr(m.time, "monotonic", lambda: clock[0])
+        jm = m.JobMetrics(job_id="j", scenes={f"o{i}": f"s{i}" for i in range(1000)}, replicas=1,
+                          summary_every_s=30, out=io.StringIO())
+        jm._queued, jm._flight, jm._rate = Rec(), Rec(), Rec()
+        clock[0] += 2
+        jm.tick(queued={"o1": 4}, in_flight={"o2": 2})
+        assert sorted(s for s, _ in jm._queued.sets) == ["s1", "s2"]
+        jm.tiles_back("o2", 2, 0, 1.0)
+        jm._queued.sets.clear()
+        clock[0] += 2
+        jm.tick(queued={"o3": 1}, in_flight={})
+        # o1 and o2 left the queue (zeros once), o2's tiles are in the rate window, o3 came.
+        assert sorted(jm._queued.sets) == [("s1", 0), ("s2", 0), ("s3", 1)]
+        assert ("s2", pytest.approx(2 / 4)) in jm._rate.sets
+        jm._queued.sets.clear()
+        clock[0] += 70  # the rate window ends here: o2 is in no later one
+        jm.tick(queued={}, in_flight={})
+        clock[0] += 2
+        jm._rate.sets.clear()
+        jm.tick(queued={}, in_flight={})
+        assert jm._rate.sets == [("s2", 0.0)]  # its rate in the new window, once
+        jm._queued.sets.clear()
+        clock[0] += 2
+        jm.tick(queued={}, in_flight={})
+        assert jm._queued.sets == []  # nothing in work: no update at all
+    finally:
+        ray.shutdown()
