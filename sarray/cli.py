@@ -158,7 +158,7 @@ def _floats(text: str | None, n: int, name: str) -> tuple[float, ...] | None:
     epilog="Example: sarray ingest s1.tif umbra.tif --archive A.zarr --platform spaceborne"
 )
 def ingest(
-    paths: list[str] = typer.Argument(..., help="GeoTIFF/COG files, Sentinel-1 *.SAFE folders, NISAR RSLC/GSLC .h5 files (or GDAL HDF5:\"f.h5\"://... subdatasets)."),
+    paths: list[str] = typer.Argument(..., help="GeoTIFF/COG files, Sentinel-1 *.SAFE folders or .SAFE.zip files (local or s3://), NISAR RSLC/GSLC .h5 files (or GDAL HDF5:\"f.h5\"://... subdatasets)."),
     archive: str = typer.Option(..., "--archive", "-a", help="Archive: a path or s3://bucket/prefix (created if missing)."),
     platform: str = typer.Option("spaceborne", help="spaceborne | airborne | simulated | synthetic."),
     units: Optional[str] = typer.Option(None, help="Units of float inputs: db | linear (default: inferred)."),

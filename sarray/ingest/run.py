@@ -40,6 +40,7 @@ from sarray.archive.write import combine_stats, stage_scene_graph
 from sarray.errors import ArchiveError, ConfigError, IngestError
 from sarray.ingest.config import IngestConfig
 from sarray.ingest.source import (
+    S3Path,
     SceneSource,
     bbox_from_gcps,
     bbox_from_transform,
@@ -71,9 +72,12 @@ class IngestResult:
         return text
 
 
-def is_safe(path: Path) -> bool:
-    """A Sentinel-1 SAFE product: a ``*.SAFE`` folder, or its ``manifest.safe``."""
-    return path.name.upper().endswith(".SAFE") or path.name == "manifest.safe"
+def is_safe(path: str | Path) -> bool:
+    """A Sentinel-1 SAFE product: a ``*.SAFE`` folder, its ``manifest.safe``, or its zip
+    (``*.SAFE.zip``, or a local zip that holds a ``manifest.safe``)."""
+    from sarray.ingest.product import is_safe_name
+
+    return is_safe_name(str(path)) or (not str(path).startswith("s3://") and _zip_of_safe(Path(path)))
 
 
 def open_sources(paths: list[str | Path], config: IngestConfig) -> list[SceneSource]:
@@ -83,21 +87,22 @@ def open_sources(paths: list[str | Path], config: IngestConfig) -> list[SceneSou
 
     if not paths:
         raise ConfigError("`paths` is empty: give at least one file to ingest")
-    safes: list[Path] = []
+    safes: list[str] = []
     nisars: list[str] = []
     rasters: list[Path] = []
     for p in paths:
         text, remote = str(p), str(p).startswith("s3://")
+        if is_safe(text):
+            safes.append(text)
+            continue
         if not remote:
             _refuse_zip(Path(text))
-        if is_safe(Path(text)) or is_hdf5(text):
+        if is_hdf5(text):
             if remote:
-                raise IngestError(f"{text}: SAFE and NISAR products are read from a filesystem; copy "
-                                  "it to local or shared storage first (GeoTIFF/COG inputs may be s3://)")
-            if is_safe(Path(text)):
-                safes.append(Path(text))
-            else:
-                nisars.append(text)
+                raise IngestError(f"{text}: NISAR products are read from a filesystem; copy it to "
+                                  "local or shared storage first (GeoTIFF/COG and SAFE inputs may "
+                                  "be s3://)")
+            nisars.append(text)
         else:
             rasters.append(input_path(text))
     if config.grouping == "stack" and (safes or nisars):
@@ -127,21 +132,27 @@ def open_sources(paths: list[str | Path], config: IngestConfig) -> list[SceneSou
     return sources
 
 
-def _refuse_zip(path: Path) -> None:
-    """A zip archive is refused with the command that unpacks it (a zipped SAFE is read from
-    its folder: its measurement TIFFs are read by window, which a zip cannot serve)."""
+def _zip_of_safe(path: Path) -> bool:
+    """A local zip archive that holds a SAFE product's ``manifest.safe``."""
     import zipfile
 
     if not path.is_file() or not zipfile.is_zipfile(path):
-        return
+        return False
     try:
         with zipfile.ZipFile(path) as z:
-            safe = any(n.endswith("manifest.safe") for n in z.namelist())
+            return any(n.endswith("manifest.safe") for n in z.namelist())
     except zipfile.BadZipFile:
-        safe = False
-    what = "a zipped Sentinel-1 SAFE product" if safe else "a zip archive"
-    raise IngestError(f"{path}: {what}; unzip it first (unzip {path.name}) and ingest the "
-                      f"{'.SAFE folder' if safe else 'files'} it holds")
+        return False
+
+
+def _refuse_zip(path: Path) -> None:
+    """A zip archive that is not a SAFE product is refused with the command that unpacks it
+    (a zipped SAFE is read in place: see :mod:`sarray.ingest.product`)."""
+    import zipfile
+
+    if path.is_file() and zipfile.is_zipfile(path):
+        raise IngestError(f"{path}: a zip archive that holds no SAFE product; unzip it first "
+                          f"(unzip {path.name}) and ingest the files it holds")
 
 
 def selection_of(config: IngestConfig) -> dict[str, Any]:
@@ -340,9 +351,16 @@ def _stage_local(arch: Archive, sources: list[SceneSource], config: IngestConfig
 
 def _hash_inputs(files: list[Path]) -> list[Path]:
     """The files whose bytes define a source (every file inside a SAFE folder)."""
+    from sarray.ingest.product import s3_folder_objects
+
     out: list[Path] = []
     for f in files:
-        out += sorted(p for p in f.rglob("*") if p.is_file()) if isinstance(f, Path) and f.is_dir() else [f]
+        if isinstance(f, Path) and f.is_dir():
+            out += sorted(p for p in f.rglob("*") if p.is_file())
+        elif isinstance(f, S3Path) and not f.name.upper().endswith(".ZIP") and is_safe(str(f)):
+            out += [S3Path(u) for u in s3_folder_objects(str(f))]  # a SAFE folder in a bucket
+        else:
+            out.append(f)
     return out
 
 

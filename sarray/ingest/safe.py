@@ -16,6 +16,7 @@ import numpy as np
 
 from sarray.errors import IngestError, first_line
 from sarray.ingest.config import IngestConfig
+from sarray.ingest.product import open_safe_files
 from sarray.ingest.source import Georef, SceneSource, default_scene_id
 
 # xarray-sentinel's names of the calibration LUTs.
@@ -32,11 +33,12 @@ def _wgs84_wkt() -> str:
     return CRS.from_epsg(4326).to_wkt()
 
 
-def open_safe(path: Path, config: IngestConfig) -> SceneSource:
+def open_safe(path: str | Path, config: IngestConfig) -> SceneSource:
     """Describe one SAFE product as a scene (lazy; calibration is part of the dask graph).
 
     Args:
-        path: the ``*.SAFE`` folder (or its ``manifest.safe``).
+        path: the ``*.SAFE`` folder (or its ``manifest.safe``), or its ``.SAFE.zip``; local
+            or at ``s3://`` (see :mod:`sarray.ingest.product`).
         config: ``calibration``, ``swath``, ``burst`` and ``window`` are used here.
 
     Raises:
@@ -46,11 +48,11 @@ def open_safe(path: Path, config: IngestConfig) -> SceneSource:
     import xarray as xr
     import xarray_sentinel as xs
 
-    path = path.parent if path.name == "manifest.safe" else path
-    if not (path / "manifest.safe").is_file():
-        raise IngestError(f"{path}: not a Sentinel-1 SAFE product (no manifest.safe)")
+    files = open_safe_files(path)
+    path = files.given  # what messages name
+    product, fs_kw = files.xs_args()
     try:
-        root = xs.open_sentinel1_dataset(str(path))
+        root = xs.open_sentinel1_dataset(product, **fs_kw)
     except Exception as e:
         raise IngestError(f"{path}: cannot read the SAFE manifest ({first_line(e)})") from None
     attrs = root.attrs
@@ -58,9 +60,9 @@ def open_safe(path: Path, config: IngestConfig) -> SceneSource:
     swath = config.swath or (swaths[0] if swaths else None)
     if swath not in swaths:
         raise IngestError(f"{path}: swath {swath!r} not in product (has {', '.join(swaths)})")
-    pols = _available_pols(path, swath)
+    pols = _available_pols(files.measurement_names(), swath)
     if not pols:
-        raise IngestError(f"{path}: no measurement TIFF for swath {swath} in {path / 'measurement'}")
+        raise IngestError(f"{path}: no measurement TIFF for swath {swath} in its measurement folder")
     if config.pols:
         missing = [p for p in config.pols if p not in pols]
         if missing:
@@ -71,7 +73,7 @@ def open_safe(path: Path, config: IngestConfig) -> SceneSource:
     # each strip once; a quarter of a write block keeps a band of a 25k-pixel-wide swath near
     # 50 MB of complex DN, whatever the product's length.
     read_rows = max(1, block // SAFE_BANDS_PER_BLOCK)
-    is_slc = "SLC" in path.name.upper()[:20]
+    is_slc = "SLC" in files.name.upper()[:20]
 
     # 1. Per polarisation: open lazily, crop burst and window, calibrate.
     arrays = []
@@ -82,7 +84,7 @@ def open_safe(path: Path, config: IngestConfig) -> SceneSource:
             # Measurement TIFFs are stored in one-line strips: read bands of `block` whole lines
             # (each strip decoded once), split into square blocks below. Explicit chunks:
             # `chunks={}` gives chunks that calibrate_intensity rejects.
-            ds = xr.open_dataset(str(path), engine="sentinel-1", group=group,
+            ds = xr.open_dataset(product, engine="sentinel-1", group=group, **fs_kw,
                                  chunks={**{d: read_rows for d in _ROW_DIMS}, **{d: -1 for d in _COL_DIMS}})
         except Exception as e:
             raise IngestError(f"{path}: cannot open group {group} ({first_line(e)})") from None
@@ -102,7 +104,7 @@ def open_safe(path: Path, config: IngestConfig) -> SceneSource:
             values = np.abs(meas) if is_slc else meas
         else:
             try:
-                cal = xs.open_sentinel1_dataset(str(path), group=f"{group}/calibration")
+                cal = xs.open_sentinel1_dataset(product, group=f"{group}/calibration", **fs_kw)
             except Exception as e:
                 raise IngestError(
                     f"{path}: no calibration annotation for {group} ({first_line(e)}); "
@@ -114,7 +116,7 @@ def open_safe(path: Path, config: IngestConfig) -> SceneSource:
     data = da.stack(arrays, axis=0).rechunk((len(pols), block, block))
 
     # 2. Georeferencing: the annotation's geolocation grid, in the cropped pixel frame.
-    gcp = xs.open_sentinel1_dataset(str(path), group=f"{swath}/{pols[0]}/gcp")
+    gcp = xs.open_sentinel1_dataset(product, group=f"{swath}/{pols[0]}/gcp", **fs_kw)
     line0 = int(first["line"].values[0])
     pixel0 = int(first["pixel"].values[0])
     lines = gcp["line"].values
@@ -131,7 +133,7 @@ def open_safe(path: Path, config: IngestConfig) -> SceneSource:
     return SceneSource(
         # The swath when the product has several, the burst and the window: one id per selection.
         scene_id=config.scene_id or default_scene_id(
-            path.name.removesuffix(".SAFE"), swath if len(swaths) > 1 else None,
+            files.name.removesuffix(".SAFE"), swath if len(swaths) > 1 else None,
             f"b{config.burst}" if config.burst is not None else None, window=config.window),
         data=data,
         pols=tuple(pols),
@@ -142,7 +144,7 @@ def open_safe(path: Path, config: IngestConfig) -> SceneSource:
         sensor=config.sensor or f"Sentinel-1{attrs.get('number', '')}",
         platform=config.platform,
         acquisition_time=config.acquisition_time or attrs.get("start_time"),
-        source_files=(str(path.resolve()),),
+        source_files=(files.source,),
         calibration=config.calibration,
         extra_attrs={
             "safe_swath": swath,
@@ -178,19 +180,21 @@ def calibrate_blocks(meas: Any, lut: Any) -> Any:
                          template=abs(meas).astype(np.float32))
 
 
-def _available_pols(path: Path, swath: str) -> list[str]:
+def _available_pols(names: list[str], swath: str) -> list[str]:
     """Polarisations of ``swath`` whose measurement file is present, from the file names
     (``s1b-iw1-slc-vv-...tiff``: mission, swath, product, pol, ...)."""
     found = set()
-    for f in (path / "measurement").glob("*.tiff"):
-        parts = f.name.split("-")
+    for name in names:
+        if not name.endswith(".tiff"):
+            continue
+        parts = name.split("-")
         if len(parts) > 3 and parts[1].upper() == swath.upper():
             found.add(parts[3].upper())
     order = ("HH", "HV", "VV", "VH")
     return sorted(found, key=lambda p: order.index(p) if p in order else 9)
 
 
-def _apply_window(ds: Any, config: IngestConfig, path: Path) -> Any:
+def _apply_window(ds: Any, config: IngestConfig, path: str | Path) -> Any:
     if config.window is None:
         return ds
     w = config.window

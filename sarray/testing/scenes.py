@@ -105,3 +105,35 @@ def write_corrupt_geotiff(path: str | Path, *, seed: int = 7) -> Path:
     raw[offset : offset + 64] = b"\xff" * 64
     p.write_bytes(bytes(raw))
     return p
+
+
+def safe_with_pixels(product: str | Path, out_dir: str | Path, *, rows: tuple[int, int],
+                     cols: tuple[int, int], seed: int = 0) -> Path:
+    """A copy of a real SAFE product (its XML untouched) whose measurement TIFFs hold seeded
+    speckle-like DN in ``rows`` x ``cols`` and zeros elsewhere, at the real size, layout
+    (one-line strips) and compression: the shipped test products' pixels are constant, so a
+    read from the wrong place would go unseen. Returns the new ``.SAFE`` folder."""
+    import shutil
+
+    import rasterio
+    from rasterio.windows import Window
+
+    src, out = Path(product), Path(out_dir) / Path(product).name
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("*.tiff"))
+    rng = np.random.default_rng(seed)
+    for tif in sorted((src / "measurement").glob("*.tiff")):
+        with rasterio.open(tif) as d:
+            profile, (h, w) = d.profile, d.shape
+        with rasterio.open(out / "measurement" / tif.name, "w", **profile) as o:
+            step = 1024
+            for r in range(0, h, step):  # zeros: every strip exists, as in the product
+                o.write(np.zeros((1, min(step, h - r), w), profile["dtype"]),
+                        window=Window(0, r, w, min(step, h - r)))
+            (r0, r1), (c0, c1) = rows, cols
+            amp = 100 * np.sqrt(rng.exponential(size=(1, r1 - r0, c1 - c0)))
+            if np.dtype(profile["dtype"]).kind == "c":
+                values = (amp * np.exp(2j * np.pi * rng.random(amp.shape))).astype(profile["dtype"])
+            else:
+                values = np.clip(amp, 1, 65535).astype(profile["dtype"])
+            o.write(values, window=Window(c0, r0, c1 - c0, r1 - r0))
+    return out

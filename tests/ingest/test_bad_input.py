@@ -83,12 +83,22 @@ def _zipped_safe(tmp_path: Path) -> list[Path]:
     return [p]
 
 
+def _plain_zip(tmp_path: Path) -> list[Path]:
+    import zipfile
+
+    p = tmp_path / "rasters.zip"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("a.tif", b"not a tiff")
+    return [p]
+
+
 def _worldfile_no_crs(tmp_path: Path) -> list[Path]:
     return [write_worldfile_png(tmp_path / "quicklook.png")]
 
 
 CORPUS = {
-    "zipped SAFE": (_zipped_safe, [], "a zipped Sentinel-1 SAFE product; unzip it first"),
+    "zipped SAFE, bad manifest": (_zipped_safe, [], "cannot read the SAFE manifest"),
+    "zip of no product": (_plain_zip, [], "a zip archive that holds no SAFE product; unzip it first"),
     "worldfile without CRS": (_worldfile_no_crs, [], "no CRS; give it with --crs EPSG:XXXX"),
     "bad --crs": (_missing, ["--crs", "EPSG:99999999"], "is not a CRS pyproj knows"),
     "missing file": (_missing, [], "no such file"),
