@@ -81,3 +81,95 @@ def moto_server(log: Path | None = None) -> Iterator[S3Server]:
             proc.wait()
         if log:
             out.close()  # type: ignore[union-attr]
+
+
+class CountingProxy:
+    """A TCP proxy of its own between S3 clients and a server: counts the bytes each way, and
+    can cut every connection (and refuse new ones) for an outage, then let them through again.
+    Point ``AWS_ENDPOINT_URL`` at :attr:`endpoint`.
+
+    Use as a context manager; threads only, stopped on exit."""
+
+    def __init__(self, target: str) -> None:
+        from urllib.parse import urlparse
+
+        u = urlparse(target)
+        self.target = (u.hostname or "127.0.0.1", int(u.port or 80))
+        self.down = 0  # bytes from the server to the clients
+        self.up = 0  # bytes from the clients to the server
+        self._cut = False
+        self._socks: set[socket.socket] = set()
+        self._lock = __import__("threading").Lock()
+        self._server = socket.socket()
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(64)
+        self.endpoint = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        self._closed = False
+
+    def __enter__(self) -> CountingProxy:
+        import threading
+
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closed = True
+        self._server.close()
+        self.cut()
+
+    def reset(self) -> None:
+        self.down = self.up = 0
+
+    def cut(self) -> None:
+        """Close every open connection and refuse new ones until :meth:`restore`."""
+        self._cut = True
+        with self._lock:
+            socks, self._socks = list(self._socks), set()
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def restore(self) -> None:
+        self._cut = False
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._closed:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if self._cut:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._socks |= {client, upstream}
+            threading.Thread(target=self._pump, args=(client, upstream, "up"), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, "down"), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, way: str) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                with self._lock:
+                    if way == "down":
+                        self.down += len(data)
+                    else:
+                        self.up += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)

@@ -133,3 +133,40 @@ def test_a_geotiff_on_s3_ingests_like_the_local_file(cluster, s3_server, tmp_pat
         ingest([f"s3://{bucket}/x.SAFE"], tmp_path / "d.zarr", IngestConfig())
     with pytest.raises(IngestError, match="NISAR products are read from a filesystem"):
         ingest([f"s3://{bucket}/x.h5"], tmp_path / "d.zarr", IngestConfig())
+
+
+def test_a_zipped_safe_on_s3_is_staged_by_the_workers(cluster, s3_server, data_dir: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A .SAFE.zip at s3:// ingested with --ray: a worker (the head has no CPU slot) reads its
+    window's byte ranges through GDAL with the driver's AWS_* settings; the local product's
+    pixels bit for bit."""
+    import zipfile
+
+    import obstore
+
+    from sarray.archive.location import Location
+    from sarray.ingest.config import Window
+    from sarray.testing.scenes import safe_with_pixels
+
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    for k in ("AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING"):
+        monkeypatch.delenv(k, raising=False)
+    grd = safe_with_pixels(
+        data_dir / "sentinel1/safe/S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371.SAFE",
+        tmp_path, rows=(1000, 1400), cols=(5000, 5600), seed=5)
+    z = tmp_path / f"{grd.name}.zip"
+    with zipfile.ZipFile(z, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(grd.rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(grd.parent).as_posix())
+    bucket = s3_server.create_bucket("zipped-safe").removeprefix("s3://")
+    obstore.put(Location("s3", bucket, "").object_store(), z.name, z.read_bytes())
+    cfg = IngestConfig(window=Window(row=1050, col=5100, height=256, width=384))
+    (local,) = ingest([grd], tmp_path / "a.zarr", cfg)
+    monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+    (remote,) = ingest([f"s3://{bucket}/{z.name}"], tmp_path / "b.zarr", cfg, on_ray=True)
+    assert remote.staged_on and remote.scene_id == local.scene_id
+    want = Archive(tmp_path / "a.zarr").open_scene(local.scene_id)["backscatter"].values
+    got = Archive(tmp_path / "b.zarr").open_scene(remote.scene_id)["backscatter"].values
+    assert np.ptp(want) > 0 and np.array_equal(got, want)

@@ -121,3 +121,37 @@ def test_a_safe_in_a_bucket_folder_or_zip_equals_the_local_product(
     assert again.status == "exists"  # the folder's objects' checksum, stable
     with pytest.raises(IngestError, match=rf"s3://{bucket}/zip/nope.SAFE.zip: no such object"):
         ingest([f"s3://{bucket}/zip/nope.SAFE.zip"], tmp_path / "x.zarr", IngestConfig())
+
+
+def test_a_window_of_a_zip_in_a_bucket_fetches_its_share_not_the_product(
+        grd: Path, s3_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads are ranged: opening a zipped SAFE at s3:// and reading a window fetch at most 2x
+    the window's TIFF strips plus the product's XML (measured through a TCP proxy of the
+    test's own: 5.4 MB against 3.7 MB here), the pixels alone about their strips' bytes."""
+    import obstore
+    import rasterio
+
+    from sarray.archive.location import Location
+    from sarray.ingest.run import open_sources
+    from sarray.testing.s3 import CountingProxy
+
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    for k in ("AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING"):
+        monkeypatch.delenv(k, raising=False)
+    bucket = s3_server.create_bucket("ranged-reads").removeprefix("s3://")
+    z = zip_product(grd, tmp_path / f"{grd.name}.zip", zipfile.ZIP_STORED)
+    obstore.put(Location("s3", bucket, "").object_store(), z.name, z.read_bytes())
+    tif = next((grd / "measurement").glob("*.tiff"))
+    with rasterio.open(tif) as d:
+        strips = sum(d.block_size(1, r, 0) for r in range(WINDOW.row, WINDOW.row + WINDOW.height))
+    xml = sum(f.stat().st_size for f in grd.rglob("*.xml")) + (grd / "manifest.safe").stat().st_size
+    with CountingProxy(s3_server.endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        (src,) = open_sources([f"s3://{bucket}/{z.name}"], IngestConfig(window=WINDOW))
+        opened = proxy.down
+        values = src.data.compute()
+        fetched = proxy.down
+    assert np.ptp(values) > 0
+    assert fetched <= 2 * (strips + xml), (fetched, strips, xml)
+    assert fetched - opened <= 3 * strips  # the window's pixels: its strips and the TIFF's index
