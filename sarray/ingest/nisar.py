@@ -34,10 +34,11 @@ from typing import Any
 import numpy as np
 
 from sarray.archive.layout import POLARISATIONS
-from sarray.errors import IngestError
+from sarray.errors import IngestError, first_line
 from sarray.ingest.config import IngestConfig
 from sarray.ingest.source import (
     Georef,
+    S3Path,
     SceneSource,
     default_scene_id,
     spacing_from_gcps,
@@ -128,9 +129,10 @@ def open_nisar(path_text: str | Path, config: IngestConfig) -> SceneSource:
     import dask.array as da
     import h5py
 
-    path, variable = split_subdataset(str(path_text))
-    if not path.exists():
-        raise IngestError(f"{path}: no such file")
+    remote = str(path_text).startswith("s3://")
+    path, variable = (S3Path(str(path_text)), None) if remote else split_subdataset(str(path_text))
+    if not (_s3_exists(str(path)) if remote else path.exists()):
+        raise IngestError(f"{path}: no such {'object' if remote else 'file'}")
     frequency = config.frequency
     want_pols = config.pols
     if variable is not None:  # a subdataset names the frequency and polarisation
@@ -139,7 +141,7 @@ def open_nisar(path_text: str | Path, config: IngestConfig) -> SceneSource:
             raise IngestError(f"{path}: subdataset {variable} is not a .../frequency<A|B>/<POL> raster")
         frequency, want_pols = m.group(1), (m.group(2),)
     try:
-        f = h5py.File(path, "r")
+        f = h5_open(str(path))
     except OSError as e:
         raise IngestError(f"{path}: not a readable HDF5 file ({e})") from None
     with f:
@@ -385,6 +387,33 @@ def geolocate_zero_doppler(orbit_t: np.ndarray, pos: np.ndarray, vel: np.ndarray
     return np.asarray(lon), np.asarray(lat)
 
 
+# Bytes per ranged read of an HDF5 object at s3:// (h5py reads its B-tree and chunk index in
+# small pieces; each read past the buffer is one GET of this size).
+H5_READ_BUFFER = 256 * 1024
+
+
+def _s3_exists(url: str) -> bool:
+    from sarray.ingest.product import s3_filesystem
+
+    try:
+        return bool(s3_filesystem().exists(url.removeprefix("s3://")))
+    except Exception as e:  # the endpoint, the credentials: one line naming the input
+        raise IngestError(f"{url}: cannot reach the object ({first_line(e)})") from None
+
+
+def h5_open(path: str) -> Any:
+    """An HDF5 file by path, or an ``s3://`` object through obstore's fsspec file (ranged
+    reads: h5py reads what it needs, not the object)."""
+    import h5py
+
+    if path.startswith("s3://"):
+        from sarray.ingest.product import s3_filesystem
+
+        return h5py.File(s3_filesystem().open(path.removeprefix("s3://"), "rb",
+                                              buffer_size=H5_READ_BUFFER), "r")
+    return h5py.File(path, "r")
+
+
 class _H5Reader:
     """Array-like (pol, y, x) over HDF5 rasters: dask calls ``__getitem__`` with slices; each
     thread keeps its own h5py handle (h5py objects are neither picklable nor shared)."""
@@ -411,7 +440,7 @@ class _H5Reader:
 
         f = getattr(self._local, "f", None)
         if f is None:
-            f = self._local.f = h5py.File(self.path, "r")
+            f = self._local.f = h5_open(self.path)
         return f
 
     def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:

@@ -131,6 +131,11 @@ def gdal_reads_s3() -> None:
         os.environ.setdefault(k, v)
 
 
+def s3_filesystem() -> Any:
+    """obstore's fsspec filesystem on the archive's S3 endpoint (see :func:`_s3_fs`)."""
+    return _s3_fs()
+
+
 def _s3_fs() -> Any:
     """obstore's fsspec filesystem on the archive's S3 endpoint and credentials (a new one per
     product: its metadata reads are kept with it, see :class:`_MetadataOnce`)."""

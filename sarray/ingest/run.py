@@ -98,10 +98,6 @@ def open_sources(paths: list[str | Path], config: IngestConfig) -> list[SceneSou
         if not remote:
             _refuse_zip(Path(text))
         if is_hdf5(text):
-            if remote:
-                raise IngestError(f"{text}: NISAR products are read from a filesystem; copy it to "
-                                  "local or shared storage first (GeoTIFF/COG and SAFE inputs may "
-                                  "be s3://)")
             nisars.append(text)
         else:
             rasters.append(input_path(text))

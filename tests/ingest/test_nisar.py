@@ -176,3 +176,34 @@ def test_nisar_errors_are_one_line_naming_the_file(data_dir: Path, tmp_path: Pat
         f["science/LSAR/RSLC/swaths/frequencyA/HH"] = np.zeros((4, 4), dtype=[("a", "f4")])
     with pytest.raises(IngestError, match=r"frequencyA/HH has dtype"):
         ingest([tmp_path / "odd.h5"], tmp_path / "a.zarr", IngestConfig(calibration="none"))
+
+
+def test_nisar_from_a_bucket_equals_the_local_file(data_dir: Path, s3_server, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """An s3:// NISAR product is read by h5py through obstore's fsspec file (ranged reads): the
+    local file's pixels, georeferencing and checksum."""
+    import obstore
+
+    from sarray.archive.location import Location
+    from sarray.archive.store import Archive
+    from sarray.errors import IngestError
+    from sarray.ingest.config import IngestConfig
+    from sarray.ingest.run import ingest
+
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    h5 = data_dir / "nisar/winnipeg.h5"
+    bucket = s3_server.create_bucket("nisar-products").removeprefix("s3://")
+    obstore.put(Location("s3", bucket, "").object_store(), "l1/winnipeg.h5", h5.read_bytes())
+    cfg = IngestConfig(calibration="beta0")
+    (local,) = ingest([h5], tmp_path / "a.zarr", cfg)
+    (remote,) = ingest([f"s3://{bucket}/l1/winnipeg.h5"], tmp_path / "b.zarr", cfg)
+    assert remote.scene_id == local.scene_id
+    a, b = Archive(tmp_path / "a.zarr"), Archive(tmp_path / "b.zarr")
+    want = a.open_scene(local.scene_id)["backscatter"].values
+    assert np.ptp(want) > 0
+    np.testing.assert_array_equal(b.open_scene(remote.scene_id)["backscatter"].values, want)
+    ra, rb = a.record(local.scene_id), b.record(remote.scene_id)
+    assert ra.source_sha256 == rb.source_sha256 and ra.bbox_lonlat == rb.bbox_lonlat
+    with pytest.raises(IngestError, match=rf"s3://{bucket}/l1/nope.h5: no such object"):
+        ingest([f"s3://{bucket}/l1/nope.h5"], tmp_path / "c.zarr", cfg)
