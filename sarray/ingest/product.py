@@ -54,7 +54,7 @@ class _MetadataOnce:
 
 class GdalZipFileSystem(_MetadataOnce, ZipFileSystem):
     """fsspec's zip filesystem, whose members GDAL can open by the name it gives them
-    (``unstrip_protocol``): ``/vsizip/{archive}/{member}``, where ``archive`` is GDAL's name of
+    (``unstrip_protocol``): ``/vsizip/{archive}/member``, where ``archive`` is GDAL's name of
     the zip itself (a local path, or ``/vsis3/bucket/key``)."""
 
     cachable = False  # one instance per product opened: its file handle is not shared
@@ -64,7 +64,8 @@ class GdalZipFileSystem(_MetadataOnce, ZipFileSystem):
         self.gdal_archive = gdal_archive
 
     def unstrip_protocol(self, name: str) -> str:
-        return f"/vsizip/{self.gdal_archive}/{self._strip_protocol(name)}"
+        # The archive in braces: GDAL then takes any name (not only *.zip) as the zip.
+        return f"/vsizip/{{{self.gdal_archive}}}/{self._strip_protocol(name)}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -176,7 +177,8 @@ def open_safe_files(text: str | Path) -> SafeFiles:
     remote = given.startswith("s3://")
     if given.rstrip("/").endswith("manifest.safe"):
         given = posixpath.dirname(given.rstrip("/")) if remote else str(Path(given).parent)
-    zipped = given.upper().endswith(".ZIP")
+    zipped = given.upper().endswith(".ZIP") or (not remote and Path(given).is_file()
+                                                 and zipfile.is_zipfile(given))
     if not remote and not zipped:
         path = Path(given)
         if not (path / "manifest.safe").is_file():
@@ -214,8 +216,8 @@ def open_safe_files(text: str | Path) -> SafeFiles:
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise IngestError(f"{path}: not a readable zip archive ({first_line(e)})") from None
     root = _product_root_in_zip(zfs, given)
-    return SafeFiles(given=given, name=root or path.name[:-4], fs=zfs, root=root,
-                     source=str(path.resolve()))
+    name = root or (path.name[:-4] if path.name.upper().endswith(".ZIP") else path.name)
+    return SafeFiles(given=given, name=name, fs=zfs, root=root, source=str(path.resolve()))
 
 
 def s3_folder_objects(url: str) -> list[str]:

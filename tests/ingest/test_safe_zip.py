@@ -67,6 +67,9 @@ def test_a_zip_of_the_products_contents_and_an_slc_burst(grd: Path, data_dir: Pa
     flat = zip_product(grd, tmp_path / f"{grd.name}.zip", zipfile.ZIP_DEFLATED, top=False)
     got, _ = _scene(tmp_path / "b.zarr", flat, window=WINDOW)
     assert np.array_equal(got, want)
+    renamed = flat.rename(tmp_path / "download.bin")  # a zip by its bytes, not by its name
+    got, _ = _scene(tmp_path / "b2.zarr", renamed, window=WINDOW)
+    assert np.array_equal(got, want)
     slc = data_dir / EFA4
     kw = dict(swath="IW1", burst=2, pols=("VV",), window=Window(row=100, col=3000, height=200, width=400))
     want_slc, _ = _scene(tmp_path / "c.zarr", slc, **kw)
