@@ -59,7 +59,7 @@ def test_end_to_end_on_s3(s3_archive: str, data_dir: Path, tmp_path: Path) -> No
     # Translate with the identity stand-in on a local Ray; the output lands in the same bucket.
     from sarray.engine.translate import TranslateConfig, translate
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         (s,) = translate(s3_archive, ["umbra"], TranslateConfig(
             scale=2, chunk_px=128, halo_px=8, consistency="off", output="reflectivity",
@@ -149,7 +149,7 @@ def test_translate_resumes_on_s3_to_the_uninterrupted_result(s3_archive: str, tm
            s3_archive, IngestConfig(units="linear"))
     base = dict(model="tiny-random", scale=2, chunk_px=32, halo_px=4,
                 replica_class="sarray.testing.replicas:SpeckleReplica")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         (part,) = translate(s3_archive, ["r_vv"], TranslateConfig(out_scene="resumed", max_chunks=20, **base),
                             progress=False)

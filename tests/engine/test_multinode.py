@@ -23,7 +23,7 @@ def _same_bits_on_one_node(a: Path, scenes: list[str], out: Path) -> None:
     its output is bit-identical to what the cluster wrote into ``a``."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         ref = translate(a, scenes, TranslateConfig(replicas=1, **CFG), out_archive=out, progress=False)
     finally:
@@ -78,7 +78,7 @@ def test_next_scene_starts_before_the_previous_one_finishes(tmp_path: Path) -> N
     a = tmp_path / "a.zarr"
     for t in tifs:
         ingest([t], a, IngestConfig(units="linear"))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         cfg = TranslateConfig(**{**CFG, "replica_class": "sarray.testing.replicas:SlowIdentityReplica"})
         first, second = translate(a, ["q0_vv", "q1_vv"], cfg, progress=False)

@@ -30,7 +30,7 @@ def ray_local(tmp_path_factory: pytest.TempPathFactory):
 
     with pytest.MonkeyPatch.context() as mp:  # restored after the module: nothing leaks
         mp.setenv("SARRAY_TEST_CRASH_MARKER", str(tmp_path_factory.mktemp("crash") / "marker"))
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         try:
             yield ray
         finally:
