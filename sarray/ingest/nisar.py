@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from sarray.archive.layout import POLARISATIONS
-from sarray.errors import IngestError, first_line
+from sarray.errors import IngestError
 from sarray.ingest.config import IngestConfig
 from sarray.ingest.source import (
     Georef,
@@ -131,7 +131,13 @@ def open_nisar(path_text: str | Path, config: IngestConfig) -> SceneSource:
 
     remote = str(path_text).startswith("s3://")
     path, variable = (S3Path(str(path_text)), None) if remote else split_subdataset(str(path_text))
-    if not (_s3_exists(str(path)) if remote else path.exists()):
+    if remote:
+        from sarray.ingest.product import s3_exists, s3_filesystem
+
+        found = s3_exists(s3_filesystem(), str(path).removeprefix("s3://"), str(path))
+    else:
+        found = path.exists()
+    if not found:
         raise IngestError(f"{path}: no such {'object' if remote else 'file'}")
     frequency = config.frequency
     want_pols = config.pols
@@ -390,15 +396,6 @@ def geolocate_zero_doppler(orbit_t: np.ndarray, pos: np.ndarray, vel: np.ndarray
 # Bytes per ranged read of an HDF5 object at s3:// (h5py reads its B-tree and chunk index in
 # small pieces; each read past the buffer is one GET of this size).
 H5_READ_BUFFER = 256 * 1024
-
-
-def _s3_exists(url: str) -> bool:
-    from sarray.ingest.product import s3_filesystem
-
-    try:
-        return bool(s3_filesystem().exists(url.removeprefix("s3://")))
-    except Exception as e:  # the endpoint, the credentials: one line naming the input
-        raise IngestError(f"{url}: cannot reach the object ({first_line(e)})") from None
 
 
 def h5_open(path: str) -> Any:

@@ -133,11 +133,6 @@ def gdal_reads_s3() -> None:
 
 
 def s3_filesystem() -> Any:
-    """obstore's fsspec filesystem on the archive's S3 endpoint (see :func:`_s3_fs`)."""
-    return _s3_fs()
-
-
-def _s3_fs() -> Any:
     """obstore's fsspec filesystem on the archive's S3 endpoint and credentials (a new one per
     product: its metadata reads are kept with it, see :class:`_MetadataOnce`)."""
     from obstore.fsspec import FsspecStore
@@ -151,6 +146,15 @@ def _s3_fs() -> Any:
     config = {k: v for k, v in {"endpoint": s3["endpoint_url"], "region": s3["region"]}.items() if v}
     client = {"allow_http": True} if s3["allow_http"] else {}
     return _Store("s3", config=config, client_options=client)
+
+
+def s3_exists(fs: Any, key: str, url: str) -> bool:
+    """Whether ``bucket/key`` exists; an endpoint that does not answer, or refused
+    credentials, is one line naming the input ``url``."""
+    try:
+        return bool(fs.exists(key))
+    except Exception as e:  # obstore's errors for the endpoint and the credentials
+        raise IngestError(f"{url}: cannot reach the object ({first_line(e)})") from None
 
 
 def _product_root_in_zip(zfs: ZipFileSystem, given: str) -> str:
@@ -187,13 +191,9 @@ def open_safe_files(text: str | Path) -> SafeFiles:
     if remote:
         url = given.rstrip("/")
         bucket_key = url.removeprefix("s3://")
-        fs = _s3_fs()
+        fs = s3_filesystem()
         gdal_reads_s3()
-        try:
-            exists = fs.exists(bucket_key + ("" if zipped else "/manifest.safe"))
-        except Exception as e:  # the endpoint, the credentials: one line naming the input
-            raise IngestError(f"{url}: cannot reach the object ({first_line(e)})") from None
-        if not exists:
+        if not s3_exists(fs, bucket_key + ("" if zipped else "/manifest.safe"), url):
             what = "no such object" if zipped else "not a Sentinel-1 SAFE product (no manifest.safe)"
             raise IngestError(f"{url}: {what}")
         if not zipped:
@@ -222,6 +222,6 @@ def open_safe_files(text: str | Path) -> SafeFiles:
 
 def s3_folder_objects(url: str) -> list[str]:
     """Every object under a SAFE folder at ``s3://bucket/prefix`` (what its checksum is of)."""
-    fs = _s3_fs()
+    fs = s3_filesystem()
     prefix = url.removeprefix("s3://").rstrip("/")
     return sorted(f"s3://{k}" for k in fs.find(prefix))

@@ -137,3 +137,16 @@ def safe_with_pixels(product: str | Path, out_dir: str | Path, *, rows: tuple[in
                 values = np.clip(amp, 1, 65535).astype(profile["dtype"])
             o.write(values, window=Window(c0, r0, c1 - c0, r1 - r0))
     return out
+
+
+def zip_safe(folder: str | Path, out: str | Path, method: int, *, top: bool = True) -> Path:
+    """Zip a SAFE folder as ESA ships it (the folder at the zip's top), or its contents only;
+    ``method`` is a :mod:`zipfile` compression (``ZIP_DEFLATED``, ``ZIP_STORED``)."""
+    import zipfile
+
+    folder, out = Path(folder), Path(out)
+    with zipfile.ZipFile(out, "w", compression=method) as z:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                z.write(f, f.relative_to(folder.parent if top else folder).as_posix())
+    return out

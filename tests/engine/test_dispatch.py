@@ -219,6 +219,21 @@ def test_scenes_are_planned_as_the_queue_runs_short_and_admitted_in_order() -> N
     assert all(n == 2 or ks[-1] == last_of[o] for (o, ks), n in zip(calls[:-tail - 1], sizes))
 
 
+def _drain_acked(d: Dispatcher, per_tile: float) -> list:
+    """Feed until the queue is empty, each call acked at once with ``per_tile`` seconds of model
+    time per tile; the calls in order, after checking they sent every tile once, in order."""
+    order = [(o, k) for o, i in d.infos.items() for k in sorted(i.plan.tiles)]
+    calls = []
+    while d.queue:
+        d._feed()
+        for ack in list(d.tile_calls):
+            call = d.tile_calls.pop(ack)
+            calls.append(call)
+            d._tiles_back(("ack", (1, "node", 0.0, per_tile * len(call.keys))), call)
+    assert [(c.out_id, k) for c in calls for k in c.keys] == order
+    return calls
+
+
 def test_calls_grow_while_the_replicas_are_fast_and_never_mix_scenes(monkeypatch) -> None:
     """Acks of short model calls grow the batch up to max_batch_size; slow ones keep it at
     batch_size. A call never mixes two scenes, and the tail still goes one tile at a time."""
@@ -227,15 +242,7 @@ def test_calls_grow_while_the_replicas_are_fast_and_never_mix_scenes(monkeypatch
     monkeypatch.setattr(dispatch, "get", lambda ack: ack[1])
     for per_tile, want in [(0.001, 8), (dispatch.BATCH_TARGET_S / 3.5, 3), (2.0, 2)]:
         d = _dispatcher([(224, 224), (128, 128)], batch=2, max_batch=8)  # 49 and 16 tiles
-        order = [(o, k) for o, i in d.infos.items() for k in sorted(i.plan.tiles)]
-        calls = []
-        while d.queue:
-            d._feed()
-            for ack in list(d.tile_calls):
-                call = d.tile_calls.pop(ack)
-                calls.append(call)
-                d._tiles_back(("ack", (1, "node", 0.0, per_tile * len(call.keys))), call)
-        assert [(c.out_id, k) for c in calls for k in c.keys] == order
+        calls = _drain_acked(d, per_tile)
         sizes = [len(c.keys) for c in calls]
         assert sizes[0] == 2 and max(sizes) == want and sizes[-2:] == [1, 1]
         # Each call is one scene's: the first scene's last call stops at its last tile.
@@ -474,14 +481,6 @@ def test_a_large_fleet_of_slow_replicas_gets_larger_calls(monkeypatch, replicas:
     monkeypatch.setattr(dispatch, "get", lambda ack: ack[1])
     assert dispatch.DRIVER_CALLS_PER_S == 2.5
     d = _dispatcher([(640, 640)], replicas=replicas, batch=2, max_batch=8)  # 400 tiles
-    order = [(o, k) for o, i in d.infos.items() for k in sorted(i.plan.tiles)]
-    calls = []
-    while d.queue:
-        d._feed()
-        for ack in list(d.tile_calls):
-            call = d.tile_calls.pop(ack)
-            calls.append(call)
-            d._tiles_back(("ack", (1, "node", 0.0, per_tile * len(call.keys))), call)
-    assert [(c.out_id, k) for c in calls for k in c.keys] == order
+    calls = _drain_acked(d, per_tile)
     sizes = [len(c.keys) for c in calls]
     assert sizes[0] == 2 and max(sizes) == want

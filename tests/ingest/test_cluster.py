@@ -146,7 +146,7 @@ def test_a_zipped_safe_on_s3_is_staged_by_the_workers(cluster, s3_server, data_d
 
     from sarray.archive.location import Location
     from sarray.ingest.config import Window
-    from sarray.testing.scenes import safe_with_pixels
+    from sarray.testing.scenes import safe_with_pixels, zip_safe
 
     for k, v in s3_server.env().items():
         monkeypatch.setenv(k, v)
@@ -155,11 +155,7 @@ def test_a_zipped_safe_on_s3_is_staged_by_the_workers(cluster, s3_server, data_d
     grd = safe_with_pixels(
         data_dir / "sentinel1/safe/S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371.SAFE",
         tmp_path, rows=(1000, 1400), cols=(5000, 5600), seed=5)
-    z = tmp_path / f"{grd.name}.zip"
-    with zipfile.ZipFile(z, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for f in sorted(grd.rglob("*")):
-            if f.is_file():
-                zf.write(f, f.relative_to(grd.parent).as_posix())
+    z = zip_safe(grd, tmp_path / f"{grd.name}.zip", zipfile.ZIP_DEFLATED)
     bucket = s3_server.create_bucket("zipped-safe").removeprefix("s3://")
     obstore.put(Location("s3", bucket, "").object_store(), z.name, z.read_bytes())
     cfg = IngestConfig(window=Window(row=1050, col=5100, height=256, width=384))

@@ -14,22 +14,13 @@ from sarray.archive.store import Archive
 from sarray.errors import IngestError
 from sarray.ingest.config import IngestConfig, Window
 from sarray.ingest.run import ingest
+from sarray.testing.scenes import zip_safe
 
 GRD = "sentinel1/safe/S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371.SAFE"
 EFA4 = "sentinel1/safe/S1B_IW_SLC__1SDV_20210401T052622_20210401T052650_026269_032297_EFA4.SAFE"
 # The window ingested, and the seeded pixels around it (zeros elsewhere in the swath).
 WINDOW = Window(row=1100, col=5000, height=300, width=700)
 PIXELS = dict(rows=(1000, 1600), cols=(4800, 5900))
-
-
-def zip_product(folder: Path, out: Path, method: int, *, top: bool = True) -> Path:
-    """Zip a SAFE folder as ESA ships it (the folder at the zip's top), or its contents only."""
-    with zipfile.ZipFile(out, "w", compression=method) as z:
-        for f in sorted(folder.rglob("*")):
-            if f.is_file():
-                rel = f.relative_to(folder.parent if top else folder)
-                z.write(f, rel.as_posix())
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +40,7 @@ def _scene(arch: Path, product: Path | str, **cfg) -> tuple[np.ndarray, object]:
 def test_zipped_safe_equals_the_unzipped_product_bit_for_bit(grd: Path, tmp_path: Path, method: int) -> None:
     want, rec_dir = _scene(tmp_path / "dir.zarr", grd, window=WINDOW)
     assert np.ptp(want) > 0 and np.isfinite(want).all()  # seeded pixels: a real comparison
-    z = zip_product(grd, tmp_path / f"{grd.name}.zip", method)
+    z = zip_safe(grd, tmp_path / f"{grd.name}.zip", method)
     got, rec_zip = _scene(tmp_path / "zip.zarr", z, window=WINDOW)
     assert got.dtype == want.dtype and np.array_equal(got, want)
     assert rec_zip.scene_id == rec_dir.scene_id  # named by the product, not by the zip
@@ -64,7 +55,7 @@ def test_a_zip_of_the_products_contents_and_an_slc_burst(grd: Path, data_dir: Pa
     """A zip whose top holds manifest.safe itself reads the same; an SLC burst from a zip equals
     the folder's (the burst crop and the complex samples through /vsizip/)."""
     want, _ = _scene(tmp_path / "a.zarr", grd, window=WINDOW)
-    flat = zip_product(grd, tmp_path / f"{grd.name}.zip", zipfile.ZIP_DEFLATED, top=False)
+    flat = zip_safe(grd, tmp_path / f"{grd.name}.zip", zipfile.ZIP_DEFLATED, top=False)
     got, _ = _scene(tmp_path / "b.zarr", flat, window=WINDOW)
     assert np.array_equal(got, want)
     renamed = flat.rename(tmp_path / "download.bin")  # a zip by its bytes, not by its name
@@ -73,7 +64,7 @@ def test_a_zip_of_the_products_contents_and_an_slc_burst(grd: Path, data_dir: Pa
     slc = data_dir / EFA4
     kw = dict(swath="IW1", burst=2, pols=("VV",), window=Window(row=100, col=3000, height=200, width=400))
     want_slc, _ = _scene(tmp_path / "c.zarr", slc, **kw)
-    zslc = zip_product(slc, tmp_path / f"{slc.name}.zip", zipfile.ZIP_DEFLATED)
+    zslc = zip_safe(slc, tmp_path / f"{slc.name}.zip", zipfile.ZIP_DEFLATED)
     got_slc, _ = _scene(tmp_path / "d.zarr", zslc, **kw)
     assert np.array_equal(got_slc, want_slc) and np.ptp(want_slc) > 0
 
@@ -85,7 +76,7 @@ def test_bad_zips_are_refused_with_one_line(grd: Path, tmp_path: Path) -> None:
         z.writestr("A.SAFE/manifest.safe", "<xfdu/>")
         z.writestr("B.SAFE/manifest.safe", "<xfdu/>")
     # A truncated zip.
-    good = zip_product(grd, tmp_path / "good.SAFE.zip", zipfile.ZIP_STORED)
+    good = zip_safe(grd, tmp_path / "good.SAFE.zip", zipfile.ZIP_STORED)
     cut = tmp_path / "cut.SAFE.zip"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     for path, msg in [(two, "2 manifest.safe files"), (cut, "not a readable zip archive"),
@@ -113,7 +104,7 @@ def test_a_safe_in_a_bucket_folder_or_zip_equals_the_local_product(
     for f in sorted(grd.rglob("*")):
         if f.is_file():
             obstore.put(store, f"dir/{f.relative_to(grd.parent).as_posix()}", f.read_bytes())
-    z = zip_product(grd, tmp_path / f"{grd.name}.zip", zipfile.ZIP_STORED)
+    z = zip_safe(grd, tmp_path / f"{grd.name}.zip", zipfile.ZIP_STORED)
     obstore.put(store, f"zip/{z.name}", z.read_bytes())
     want, _ = _scene(tmp_path / "local.zarr", grd, window=WINDOW)
     got_dir, rec_dir = _scene(tmp_path / "s3dir.zarr", f"s3://{bucket}/dir/{grd.name}", window=WINDOW)
@@ -143,7 +134,7 @@ def test_a_window_of_a_zip_in_a_bucket_fetches_its_share_not_the_product(
     for k in ("AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING"):
         monkeypatch.delenv(k, raising=False)
     bucket = s3_server.create_bucket("ranged-reads").removeprefix("s3://")
-    z = zip_product(grd, tmp_path / f"{grd.name}.zip", zipfile.ZIP_STORED)
+    z = zip_safe(grd, tmp_path / f"{grd.name}.zip", zipfile.ZIP_STORED)
     obstore.put(Location("s3", bucket, "").object_store(), z.name, z.read_bytes())
     tif = next((grd / "measurement").glob("*.tiff"))
     with rasterio.open(tif) as d:
