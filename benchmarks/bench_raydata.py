@@ -153,13 +153,10 @@ import json, os, sys, time, warnings
 warnings.simplefilter("ignore")
 sys.path.insert(0, {bench!r})
 import ray
-# Workers import this module, and the engine from the same place as this process (a snapshot of
-# it on PYTHONPATH, when one is given, ahead of the editable install).
-path = os.pathsep.join(p for p in ({bench!r}, os.environ.get("PYTHONPATH", "")) if p)
-ray.init(address="local", num_cpus={cpus}, include_dashboard=False, log_to_driver=False, configure_logging=False,
-         runtime_env={{"env_vars": {{"PYTHONPATH": path}}}})
-import ray.data
-ray.data.DataContext.get_current().enable_progress_bars = False
+ray.init(address="local", num_cpus={cpus}, include_dashboard=False, log_to_driver=False, configure_logging=False)
+if {kind!r} == "raydata":  # the engine's side does not import Ray Data (about 100 MiB of PSS)
+    import ray.data
+    ray.data.DataContext.get_current().enable_progress_bars = False
 from bench_raydata import run_kind
 print("RESULT " + json.dumps(run_kind({kind!r}, {arch!r}, {scenes!r}, {out!r}, {kw!r})))
 ray.shutdown()
@@ -187,8 +184,15 @@ def fresh_run(kind: str, arch: Path, scenes: list[str], work: Path, kw: dict[str
     out_arg = str(out) if kind == "raydata" else str(out.with_suffix(".zarr"))
     code = _CHILD.format(bench=str(Path(__file__).resolve().parent), cpus=os.cpu_count(),
                          kind=kind, arch=str(arch), scenes=scenes, out=out_arg, kw=kw)
+    # Workers import this module, and the engine from the same place as this process (a snapshot
+    # of it on PYTHONPATH, when one is given, ahead of the editable install): through the
+    # environment the child's Ray inherits, as an installed engine is found. (A job-level
+    # runtime env would leave the workers Ray prestarts, without it, idle beside the job's own:
+    # about 90 MiB of PSS on either side, for nothing.)
+    path = os.pathsep.join(p for p in (str(Path(__file__).resolve().parent),
+                                       os.environ.get("PYTHONPATH", "")) if p)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": path})
     peak, top, roles_at_peak = 0.0, [], {}
     own_peak = 0.0
     while proc.poll() is None:
@@ -226,7 +230,10 @@ def process_role(cmdline: str) -> str:
 
 
 def _named(pid: int) -> list[tuple[str, float]]:
-    """(command line, PSS in MiB) of each live process of the tree (one gone meanwhile: left out)."""
+    """(command line, PSS in MiB) of each live process of the tree (one gone meanwhile: left out);
+    the tree's root, the job's driver, is named ``driver`` (its own command line names Ray's
+    options, ``include_dashboard`` among them, and :func:`process_role` would file it with
+    Ray's daemons)."""
     import psutil
 
     from bench_translate import tree_pss
@@ -234,7 +241,7 @@ def _named(pid: int) -> list[tuple[str, float]]:
     rows = []
     for p, pss in tree_pss(pid):
         try:
-            rows.append((" ".join(p.cmdline()), pss))
+            rows.append(("driver" if p.pid == pid else " ".join(p.cmdline()), pss))
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return rows

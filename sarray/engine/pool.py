@@ -35,8 +35,37 @@ def import_object(path: str) -> Any:
 # this stays small.
 
 
-class ReplicaActor:
-    """The Ray actor of one replica: a shell over :class:`ReplicaHost`."""
+class Assembles:
+    """What makes an actor an assembler (:class:`AssemblerPool`): :class:`AssemblerActor`, and
+    the replicas themselves when they run on CPUs (see :func:`assembles_in_replicas`)."""
+
+    def where(self) -> tuple[int, str | None]:
+        """The imports assembly needs done: (pid, node id)."""
+        import ray
+
+        from sarray.engine.work import warm_imports
+
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+        return warm_imports(), node
+
+    def warm_assembly(self, info_box: list[Any]) -> None:
+        from sarray.engine.work import warm_scene
+
+        warm_scene(info_box)
+
+    def assemble(self, info_box: list[Any], keys: list[tuple[int, int]],
+                 tile_keys: list[tuple[int, int]], fork: Any, index: list[tuple[int, int]],
+                 *batches: Any) -> Any:
+        from sarray.engine.work import assemble_chunks, trim_heap
+
+        out = assemble_chunks(info_box, keys, tile_keys, fork, index, *batches)
+        trim_heap()
+        return out
+
+
+class ReplicaActor(Assembles):
+    """The Ray actor of one replica: a shell over :class:`ReplicaHost`. With CPU replicas it
+    assembles chunks too, in a thread of its own (:data:`ASSEMBLY_GROUP`)."""
 
     def __init__(self, replica_class: str, replica_config: dict[str, Any], threads: int) -> None:
         self.host = ReplicaHost(replica_class, replica_config, threads)
@@ -239,20 +268,21 @@ ACTOR_MAX_TASK_RETRIES = 2
 _REMOTE: dict[str, Any] = {}
 
 
-def _remote(obj: Any) -> Any:
-    """``ray.remote(obj)``, made once per process (Ray pickles a class at each wrapping)."""
+def _remote(obj: Any, **remote: Any) -> Any:
+    """``ray.remote(**remote)(obj)``, made once per process (Ray pickles a class at each
+    wrapping)."""
     import ray
 
     key = f"{obj.__module__}.{obj.__qualname__}"
     if key not in _REMOTE:
-        _REMOTE[key] = ray.remote(obj)
+        _REMOTE[key] = ray.remote(**remote)(obj) if remote else ray.remote(obj)
     return _REMOTE[key]
 
 
 def start_actor(plan: PoolPlan, replica_class: str, replica_config: dict[str, Any],
                 node: str | None = None) -> Any:
     """Start one replica actor (not waited for), on ``node`` if Ray can (see :func:`replica_nodes`)."""
-    cls = _remote(ReplicaActor)
+    cls = _remote(ReplicaActor, concurrency_groups={ASSEMBLY_GROUP: 1})
     return cls.options(num_gpus=plan.num_gpus, num_cpus=plan.num_cpus,
                        max_concurrency=2, max_restarts=ACTOR_MAX_RESTARTS,
                        max_task_retries=ACTOR_MAX_TASK_RETRIES, **_on(node)).remote(
@@ -346,34 +376,29 @@ class ActorPool:
 # the job: Ray stops idle task workers after a second, and a new one costs a process start and
 # the imports of xarray, zarr and Icechunk right when the job's last chunks wait for it.
 ASSEMBLE_NUM_CPUS = 0.25
-# With CPU replicas: at least this many assemblers, and one per replica beyond (GPU replicas: see
-# assembler_nodes).
+# GPU replicas that Ray could not pack onto nodes: at least this many assemblers, and one per
+# replica beyond (see assembler_nodes).
 MIN_ASSEMBLERS = 2
+# The concurrency group of assembly calls in a replica that assembles (assembles_in_replicas):
+# one thread, beside the two its predict calls share, so that a chunk never waits behind them.
+ASSEMBLY_GROUP = "assembly"
 
 
-class AssemblerActor:
-    """Blends and writes chunks (:func:`sarray.engine.work.assemble_chunks`) in a Ray worker."""
+class AssemblerActor(Assembles):
+    """Blends and writes chunks (:func:`sarray.engine.work.assemble_chunks`) in a Ray worker of
+    its own (GPU replicas: see :func:`assembler_nodes`)."""
 
     def ready(self) -> tuple[int, str | None]:
-        """The imports done: (pid, node id)."""
-        import ray
+        return self.where()
 
-        from sarray.engine.work import warm_imports
 
-        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-        return warm_imports(), node
-
-    def warm(self, info_box: list[Any]) -> None:
-        from sarray.engine.work import warm_scene
-
-        warm_scene(info_box)
-
-    def assemble(self, info_box: list[Any], keys: list[tuple[int, int]],
-                 tile_keys: list[tuple[int, int]], fork: Any, index: list[tuple[int, int]],
-                 *batches: Any) -> Any:
-        from sarray.engine.work import assemble_chunks
-
-        return assemble_chunks(info_box, keys, tile_keys, fork, index, *batches)
+def assembles_in_replicas(plan: PoolPlan) -> bool:
+    """Whether the replicas assemble their job's chunks themselves: CPU replicas do, in a
+    thread beside the model's (the cores are theirs either way, and an assembler process of
+    its own holds its own imports and scene caches: about 100-200 MiB each,
+    ``benchmarks/bench_raydata.py``). GPU replicas leave it to assemblers beside them
+    (:func:`assembler_nodes`), so that no chunk waits on a replica's host thread."""
+    return plan.num_gpus <= 0
 
 
 # The load a quarantined assembler counts as (far beyond any real backlog).
@@ -410,10 +435,10 @@ def replica_nodes(plan: PoolPlan) -> list[str | None]:
 
 
 def assembler_nodes(plan: PoolPlan, nodes: list[str | None]) -> list[str | None]:
-    """Where the job's assemblers go: with GPU replicas, one per
-    :data:`GPU_REPLICAS_PER_ASSEMBLER` replicas of each node, on that node; with CPU replicas
-    (which leave assembly the cores' share), one per replica and at least
-    :data:`MIN_ASSEMBLERS`, placed by Ray."""
+    """Where the job's assemblers go (GPU replicas; CPU replicas assemble themselves, see
+    :func:`assembles_in_replicas`): one per :data:`GPU_REPLICAS_PER_ASSEMBLER` replicas of
+    each node, on that node; where some replica has no node of its own, one per replica and at
+    least :data:`MIN_ASSEMBLERS`, placed by Ray."""
     if plan.num_gpus <= 0 or any(n is None for n in nodes):
         return [None] * max(MIN_ASSEMBLERS, plan.replicas)
     per_node = collections.Counter(nodes)
@@ -436,7 +461,11 @@ class AssemblerPool:
     otherwise to the one with the fewest calls in flight."""
 
     def __init__(self, n: int, actors: list[Any] | None = None,
-                 nodes: list[str | None] | None = None) -> None:
+                 nodes: list[str | None] | None = None, group: str | None = None) -> None:
+        # group: the actors are the replicas (assembles_in_replicas), their calls go to that
+        # concurrency group, and the replicas' pool stops them.
+        self._call = {"concurrency_group": group} if group else {}
+        self.owned = actors is None
         if actors is None:
             cls = _remote(AssemblerActor)
             nodes = nodes if nodes is not None else [None] * n
@@ -453,7 +482,7 @@ class AssemblerPool:
 
     def ready(self) -> list[Any]:
         """Refs of each assembler's (pid, node): give their values to :meth:`learn_nodes`."""
-        return [a.ready.remote() for a in self.actors]
+        return [a.where.options(**self._call).remote() for a in self.actors]
 
     def learn_nodes(self, answers: list[tuple[int, Any]]) -> None:
         """Where each assembler runs (the answers of :meth:`ready`, in order). An assembler
@@ -468,7 +497,7 @@ class AssemblerPool:
         """Every assembler opens the scene it will see first (queued behind its imports):
         the refs to wait for, so that no assembler is still opening it while the first tiles
         run."""
-        return [a.warm.remote(info_box) for a in self.actors]
+        return [a.warm_assembly.options(**self._call).remote(info_box) for a in self.actors]
 
     def remote(self, *args: Any, home: int | None = None, node: Any = None) -> Any:
         """Send one assembly call: to an assembler on ``node`` (the one that made most of its
@@ -492,7 +521,7 @@ class AssemblerPool:
             i = home % n
         else:
             self._next = (i + 1) % n
-        ref = self.actors[i].assemble.options(max_task_retries=0).remote(*args)  # as predict's
+        ref = self.actors[i].assemble.options(max_task_retries=0, **self._call).remote(*args)  # as predict's
         self.load[i] += 1
         self._owner[ref] = i
         return ref
@@ -529,7 +558,7 @@ class AssemblerPool:
     def shutdown(self) -> None:
         import ray
 
-        for a in self.actors:
+        for a in self.actors if self.owned else ():
             ray.kill(a)
 
 

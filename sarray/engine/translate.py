@@ -35,9 +35,11 @@ from sarray.config import CHUNKS_IN_FLIGHT_PER_REPLICA, PREFETCH_BATCHES_PER_REP
 from sarray.engine.dispatch import Dispatcher, get
 from sarray.engine.plan import Assembler
 from sarray.engine.pool import (
+    ASSEMBLY_GROUP,
     ActorPool,
     AssemblerPool,
     assembler_nodes,
+    assembles_in_replicas,
     plan_pool,
     replica_nodes,
     start_actor,
@@ -129,6 +131,7 @@ def translate(
     recs = _check_scenes(arch, scene_ids, config, out_arch)
     if (cog or quicklook) and len(scene_ids) > 1:
         raise ConfigError("--cog/--quicklook take one scene; translate scenes one at a time")
+    _check_exports(cog, quicklook)
     replica_cfg = config.replica_config()
     if config.output == "speckled":  # an unknown or unreadable set: one line, before Ray
         from sarray.stitch.speckle import load_speckle
@@ -148,6 +151,20 @@ def translate(
         summaries = _run_job(arch, out_arch, scene_ids, config, replica_cfg, progress, recs)
 
     return _export(arch, out_arch, scene_ids, summaries, cog, quicklook, t_start)
+
+
+def _check_exports(cog: str | Path | None, quicklook: str | Path | None) -> None:
+    """The export paths' suffixes, and an ``s3://`` one's bucket and endpoint: before the job,
+    not after it."""
+    from sarray.archive.location import is_s3_url, s3_destination
+
+    for what, dest, suffixes in (("cog", cog, (".tif", ".tiff")), ("quicklook", quicklook, (".png",))):
+        if dest is None:
+            continue
+        if not os.fspath(dest).lower().endswith(suffixes):
+            raise ConfigError(f"`--{what}` ({dest}) must end in {' or '.join(suffixes)}")
+        if is_s3_url(dest):
+            s3_destination(os.fspath(dest), what=f"--{what}")
 
 
 def _export(arch: Archive, out_arch: Archive, scene_ids: list[str], summaries: list[TranslateSummary],
@@ -251,8 +268,11 @@ def _run_job(arch: Archive, out_arch: Archive, scene_ids: list[str], config: Tra
         nodes = replica_nodes(plan)
         pool = ActorPool([start_actor(plan, config.replica_class, replica_cfg, node)
                           for node in nodes], slots=PREFETCH_BATCHES_PER_REPLICA)
-        asm_nodes = assembler_nodes(plan, nodes)
-        assemblers = AssemblerPool(len(asm_nodes), nodes=asm_nodes)
+        if assembles_in_replicas(plan):
+            assemblers = AssemblerPool(plan.replicas, actors=pool.actors, group=ASSEMBLY_GROUP)
+        else:
+            asm_nodes = assembler_nodes(plan, nodes)
+            assemblers = AssemblerPool(len(asm_nodes), nodes=asm_nodes)
         spec = config.tile_spec()
         grids = [chunk_grid(recs[sid].shape[1:], spec) for sid in scene_ids]
         bar = tqdm(total=sum(g[0] * g[1] for g in grids), unit="chunk",

@@ -254,6 +254,23 @@ def assemble_chunks(info_box: list[Any], keys: list[tuple[int, int]],
     return fork, notes
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Any:
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def trim_heap() -> None:
+    """Give the heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere a no-op)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def _node_id() -> str | None:
     try:
         import ray
