@@ -274,7 +274,7 @@ def info(
 def quicklook(
     archive: str = typer.Argument(..., help="Archive: a path or s3://bucket/prefix."),
     scene: str = typer.Argument(..., help="Scene id."),
-    out: Path = typer.Option(..., "-o", "--out", help="PNG to write."),
+    out: str = typer.Option(..., "-o", "--out", help="PNG to write: a path or s3://bucket/key.png."),
     max_px: int = typer.Option(1024, help="Longest side of each panel."),
 ) -> None:
     """Write a dB-scaled PNG, one panel per polarisation."""
@@ -288,7 +288,7 @@ def quicklook(
 def export(
     archive: str = typer.Argument(..., help="Archive: a path or s3://bucket/prefix."),
     scene: str = typer.Argument(..., help="Scene id."),
-    out: Path = typer.Option(..., "-o", "--out", help="GeoTIFF (COG) to write."),
+    out: str = typer.Option(..., "-o", "--out", help="GeoTIFF (COG) to write: a path or s3://bucket/key.tif."),
 ) -> None:
     """Export a scene as a Cloud-Optimised GeoTIFF with its georeferencing."""
     from sarray.archive.export import export_cog
@@ -318,7 +318,7 @@ def stac(
     archive: str = typer.Argument(..., help="Archive: a path or s3://bucket/prefix."),
     scenes: Optional[list[str]] = typer.Argument(None, help="Scene ids (or --all)."),
     all_scenes: bool = typer.Option(False, "--all", help="Every scene, as one STAC Collection."),
-    out: Path = typer.Option(..., "-o", "--out", help="Folder to write the STAC JSON into."),
+    out: str = typer.Option(..., "-o", "--out", help="Folder to write the STAC JSON into: a path or s3://bucket/prefix."),
 ) -> None:
     """Write scenes as STAC Items, or the whole catalog as a STAC Collection."""
     from sarray.archive.stac import write_stac
@@ -356,8 +356,8 @@ def translate(
     writers: int = typer.Option(1, help="Output writer actors; the scenes are dealt among them (for fleets of hundreds of GPUs: see `sarray bench project`)."),
     out: Optional[str] = typer.Option(None, "--out", help="Output archive, path or s3:// (default: the input archive)."),
     out_scene: Optional[str] = typer.Option(None, "--out-scene", help="Output scene id (default: <scene>_x<scale>)."),
-    cog: Optional[Path] = typer.Option(None, help="Also write the output as a COG."),
-    quicklook: Optional[Path] = typer.Option(None, help="Also write an input/output PNG."),
+    cog: Optional[str] = typer.Option(None, help="Also write the output as a COG (a path or s3://bucket/key.tif)."),
+    quicklook: Optional[str] = typer.Option(None, help="Also write an input/output PNG (a path or s3://bucket/key.png)."),
     chunk_px: int = typer.Option(512, help="Output chunk edge (one tile per chunk)."),
     halo_px: int = typer.Option(16, help="Context around each tile, in input pixels."),
     batch_size: int = typer.Option(2, help="Tiles per replica call (at first, and at the job's end)."),

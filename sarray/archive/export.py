@@ -3,27 +3,44 @@
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sarray.archive.layout import DIM_X, DIM_Y, VAR_BACKSCATTER
+from sarray.archive.location import is_s3_url, s3_destination, upload_file
 from sarray.archive.radiometry import to_db
 from sarray.archive.store import Archive
 from sarray.errors import ConfigError
 
 
-def export_cog(archive: Archive, scene_id: str, out: str | Path) -> Path:
-    """Write a scene as a COG with its georeferencing (transform or GCPs) via rioxarray.
+def export_cog(archive: Archive, scene_id: str, out: str | Path) -> Path | str:
+    """Write a scene as a COG with its georeferencing (transform or GCPs) via rioxarray, to a
+    local path or to ``s3://bucket/key.tif`` (built locally, then uploaded whole: the object
+    never exists half-written; the bucket is checked before the work).
 
     Band descriptions carry the polarisation labels; the archive's units are in the tags.
     """
+    _check_suffix(out, (".tif", ".tiff"))
+    if not is_s3_url(out):
+        return _export_cog(archive, scene_id, Path(out))
+    loc = s3_destination(str(out), what="out")
+    with tempfile.TemporaryDirectory(prefix="sarray-cog-") as tmp:
+        local = _export_cog(archive, scene_id, Path(tmp) / Path(loc.prefix).name)
+        return upload_file(local, loc, what="out")
+
+
+def _check_suffix(out: str | Path, suffixes: tuple[str, ...]) -> None:
+    if not os.fspath(out).lower().endswith(suffixes):
+        raise ConfigError(f"`out` ({out}) must end in {' or '.join(suffixes)}")
+
+
+def _export_cog(archive: Archive, scene_id: str, out: Path) -> Path:
     import rioxarray  # noqa: F401  (registers the .rio accessor)
 
-    out = Path(out)
-    if out.suffix.lower() not in (".tif", ".tiff"):
-        raise ConfigError(f"`out` ({out}) must end in .tif or .tiff")
     ds = archive.open_scene(scene_id)
     # Without the x/y coordinates rioxarray takes the exact GeoTransform attribute instead of
     # recomputing a transform from rounded pixel-centre coordinates.
@@ -85,18 +102,25 @@ def stretch_db(db: np.ndarray) -> np.ndarray:
     return (np.nan_to_num(np.clip(scaled, 0, 1), nan=0.0) * 255).astype(np.uint8)
 
 
-def save_png(image: np.ndarray, out: str | Path) -> Path:
-    """Write a uint8 array (H, W) or (H, W, 3) as PNG."""
+def save_png(image: np.ndarray, out: str | Path) -> Path | str:
+    """Write a uint8 array (H, W) or (H, W, 3) as PNG, to a local path or ``s3://bucket/key.png``."""
     from PIL import Image
 
+    if is_s3_url(out):
+        loc = s3_destination(str(out), what="out")
+        with tempfile.TemporaryDirectory(prefix="sarray-png-") as tmp:
+            local = Path(tmp) / "quicklook.png"
+            Image.fromarray(image).save(local)
+            return upload_file(local, loc, what="out")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(out)
     return out
 
 
-def write_quicklook(archive: Archive, scene_id: str, out: str | Path, **kw: Any) -> Path:
+def write_quicklook(archive: Archive, scene_id: str, out: str | Path, **kw: Any) -> Path | str:
     """Render and save a quicklook PNG (see :func:`render_quicklook`)."""
-    if Path(out).suffix.lower() != ".png":
-        raise ConfigError(f"`out` ({out}) must end in .png")
+    _check_suffix(out, (".png",))
+    if is_s3_url(out):
+        s3_destination(str(out), what="out")  # before the rendering
     return save_png(render_quicklook(archive, scene_id, **kw), out)

@@ -238,6 +238,63 @@ class Location:
             obstore.delete(store, keys[i : i + 1000])
 
 
+def is_s3_url(text: str | os.PathLike[str]) -> bool:
+    """Whether ``text`` names an object store location (``s3://...``)."""
+    return os.fspath(text).startswith("s3://")
+
+
+def s3_destination(url: str, *, what: str) -> Location:
+    """The location of an ``s3://bucket/key`` a command writes (``what``: its option, for the
+    messages), checked before any work: the bucket exists and the endpoint answers.
+
+    Raises:
+        ConfigError: not an S3 URL with a key; ArchiveError: no such bucket, refused
+            credentials, or an endpoint that does not answer (obstore's own retries first).
+    """
+    import obstore
+
+    loc = Location.parse(url)
+    if loc.is_local or not loc.prefix:
+        raise ConfigError(f"`{what}` ({url!r}) must be s3://bucket/key")
+    try:
+        parent = loc.prefix.rsplit("/", 1)[0] if "/" in loc.prefix else ""
+        obstore.list_with_delimiter(Location("s3", loc.root, "").object_store(), parent or None)
+    except Exception as e:  # obstore's errors: no such bucket, credentials, endpoint
+        raise ArchiveError(f"`{what}` ({url}): cannot write there ({_s3_reason(e)})") from None
+    return loc
+
+
+def _s3_reason(e: BaseException) -> str:
+    """The part of an obstore error a user acts on: the bucket, the credentials or the endpoint."""
+    from sarray.errors import first_line
+
+    text = str(e)
+    for marker, reason in (("NoSuchBucket", "no such bucket"),
+                           ("InvalidAccessKeyId", "the credentials were refused"),
+                           ("SignatureDoesNotMatch", "the credentials were refused"),
+                           ("AccessDenied", "access denied")):
+        if marker in text:
+            return reason
+    if "retries" in text:  # obstore gave up on the connection
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+        return f"the endpoint {endpoint} does not answer; check AWS_ENDPOINT_URL and the network"
+    return first_line(e)
+
+
+def upload_file(path: Path, loc: Location, *, what: str) -> str:
+    """Upload a finished local file to ``loc`` (one PUT, or obstore's multipart upload for a
+    large one: the object appears whole or not at all); returns its URL."""
+    import obstore
+
+    bucket = Location("s3", loc.root, "")
+    try:
+        obstore.put(bucket.object_store(), loc.prefix, path)
+    except Exception as e:
+        raise ArchiveError(f"`{what}` ({loc.url}): the upload failed ({_s3_reason(e)}); "
+                           "nothing was written there") from None
+    return loc.url
+
+
 def s3_settings() -> dict[str, Any]:
     """S3 endpoint, region and http switch from the standard AWS environment variables."""
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None

@@ -9,6 +9,8 @@ asset: the scene's Icechunk repository, which ``Archive(...).open_scene`` reads.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -97,15 +99,31 @@ def scene_item(archive: Any, scene_id: str) -> Any:
     return item
 
 
-def write_stac(archive: Any, scene_ids: list[str] | None, out: str | Path) -> Path:
-    """Write Items (and, for several scenes, a Collection) under ``out``.
+def write_stac(archive: Any, scene_ids: list[str] | None, out: str | Path) -> Path | str:
+    """Write Items (and, for several scenes, a Collection) under ``out``: a folder, or
+    ``s3://bucket/prefix`` (written locally, then uploaded with ``collection.json`` last, so
+    that a reader never finds a collection whose items are not there yet). The catalog is
+    self-contained (relative links), so both read the same.
 
     Returns:
-        The path of ``collection.json``, or of the single Item's JSON file.
+        The path (URL) of ``collection.json``, or of the single Item's JSON file.
     """
+    from sarray.archive.location import is_s3_url, s3_destination, upload_file
+
+    if not is_s3_url(out):
+        return _write_stac(archive, scene_ids, Path(out))
+    loc = s3_destination(os.fspath(out).rstrip("/"), what="out")
+    with tempfile.TemporaryDirectory(prefix="sarray-stac-") as tmp:
+        top = _write_stac(archive, scene_ids, Path(tmp))
+        files = sorted((p for p in Path(tmp).rglob("*") if p.is_file()), key=lambda p: p == top)
+        for f in files:
+            upload_file(f, loc.child(f.relative_to(tmp).as_posix()), what="out")
+        return loc.child(top.relative_to(tmp).as_posix()).url
+
+
+def _write_stac(archive: Any, scene_ids: list[str] | None, out: Path) -> Path:
     import pystac
 
-    out = Path(out)
     ids = scene_ids if scene_ids is not None else archive.catalog_repo().ids()
     items = [scene_item(archive, sid) for sid in ids]
     if scene_ids is not None and len(items) == 1:

@@ -157,9 +157,13 @@ def test_translate_resumes_on_s3_to_the_uninterrupted_result(s3_archive: str, tm
         assert not Archive(s3_archive).has_scene("resumed")
         (rest,) = translate(s3_archive, ["r_vv"], TranslateConfig(out_scene="resumed", **base), progress=False)
         assert rest.status == "complete" and rest.chunks_written == 48 - 20
-        (once,) = translate(s3_archive, ["r_vv"], TranslateConfig(out_scene="straight", **base), progress=False)
+        cog = s3_archive.rsplit("/", 1)[0] + "/exports/straight.tif"
+        (once,) = translate(s3_archive, ["r_vv"], TranslateConfig(out_scene="straight", **base),
+                            progress=False, cog=cog)
     finally:
         ray.shutdown()
+    assert once.cog == cog  # the COG of the output, uploaded to the bucket
+    assert Location("s3", cog[5:].split("/")[0], "").read_bytes(cog.split("/", 3)[3])[:4] == b"II*\x00"
     a = Archive(s3_archive)
     np.testing.assert_array_equal(a.open_scene("resumed")["backscatter"].values,
                                   a.open_scene("straight")["backscatter"].values)
