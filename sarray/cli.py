@@ -47,6 +47,14 @@ class SarrayGroup(TyperGroup):
         except OSError as e:
             typer.echo(f"sarray: error: {os_error_line(e)}", err=True)
             rv = 1
+        except Exception as e:
+            from sarray.archive.location import storage_failure
+
+            line = storage_failure(e)
+            if line is None:
+                raise
+            typer.echo(f"sarray: error: {line}", err=True)
+            rv = 1
         return self._exit(rv, standalone_mode)
 
     @staticmethod

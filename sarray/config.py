@@ -66,3 +66,15 @@ INGEST_WAVE_MPX = 32
 # object store stay bounded whatever the scene's size (about 24 x 18 / 4 predictions per
 # replica). The projection sizes the object store from it.
 CHUNKS_IN_FLIGHT_PER_REPLICA = 24
+
+# Object storage that stops answering for a while (throttling, a failover, a network blip) is
+# waited out by the clients' own retries, never by a loop of sarray's: Icechunk's
+# (StorageRetriesSettings, every repository sarray opens) and obstore's (retry_config, the
+# archive's plain objects and the products read from a bucket). Each request is tried up to
+# S3_MAX_TRIES times, the waits doubling from S3_INITIAL_BACKOFF_MS up to S3_MAX_BACKOFF_MS:
+# about 45 s of outage survived by any one request; beyond it, one line naming the endpoint,
+# and a rerun resumes (tests/archive/test_s3_outage.py). SARRAY_S3_MAX_TRIES overrides the tries
+# (read where the clients are made: a job's Ray workers inherit it from the driver).
+S3_MAX_TRIES = 10
+S3_INITIAL_BACKOFF_MS = 200
+S3_MAX_BACKOFF_MS = 10_000

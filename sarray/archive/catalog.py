@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from sarray.archive.layout import SceneRecord
-from sarray.archive.location import Location
+from sarray.archive.location import Location, repository_config
 from sarray.config import MAX_COMMIT_ATTEMPTS
 from sarray.errors import ArchiveError, CommitConflictError
 
@@ -185,7 +185,8 @@ class Catalog:
 
         if self._repo is None:
             try:
-                self._repo = icechunk.Repository.open(self.location.icechunk_storage())
+                self._repo = icechunk.Repository.open(self.location.icechunk_storage(),
+                                                      config=repository_config())
             except icechunk.IcechunkError as e:
                 raise ArchiveError(
                     f"{self.location.url}: the catalog repository cannot be opened "
@@ -208,11 +209,11 @@ class Catalog:
         repo = None
         for attempt in range(MAX_COMMIT_ATTEMPTS):
             try:
-                repo = icechunk.Repository.create(storage)
+                repo = icechunk.Repository.create(storage, config=repository_config())
                 break
             except icechunk.IcechunkError:
                 try:  # created by another writer meanwhile (maybe not visible yet: retry)
-                    repo = icechunk.Repository.open(storage)
+                    repo = icechunk.Repository.open(storage, config=repository_config())
                     break
                 except icechunk.IcechunkError:
                     time.sleep(0.05 * (1 + attempt))

@@ -146,7 +146,8 @@ class Location:
         if self.is_local:
             raise ArchiveError(f"{self.url}: a local path has no object store")
         s3 = s3_settings()
-        kw: dict[str, Any] = {"client_options": {"allow_http": s3["allow_http"]}}
+        kw: dict[str, Any] = {"client_options": {"allow_http": s3["allow_http"]},
+                              "retry_config": obstore_retries()}
         if s3["endpoint_url"]:
             kw["endpoint"] = s3["endpoint_url"]
             kw["virtual_hosted_style_request"] = False
@@ -238,6 +239,46 @@ class Location:
             obstore.delete(store, keys[i : i + 1000])
 
 
+def s3_max_tries() -> int:
+    """Tries per request: :data:`sarray.config.S3_MAX_TRIES`, or ``SARRAY_S3_MAX_TRIES``."""
+    from sarray.config import S3_MAX_TRIES
+
+    raw = os.environ.get("SARRAY_S3_MAX_TRIES")
+    if raw is None:
+        return S3_MAX_TRIES
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"SARRAY_S3_MAX_TRIES ({raw!r}) must be a whole number of tries, 1 or more")
+    return int(raw)
+
+
+def repository_config() -> Any:
+    """Icechunk's configuration for every repository sarray opens or creates: its own retries
+    with backoff (:data:`sarray.config.S3_MAX_TRIES` and the backoffs)."""
+    import icechunk
+
+    from sarray.config import S3_INITIAL_BACKOFF_MS, S3_MAX_BACKOFF_MS
+
+    retries = icechunk.StorageRetriesSettings(max_tries=s3_max_tries(),
+                                              initial_backoff_ms=S3_INITIAL_BACKOFF_MS,
+                                              max_backoff_ms=S3_MAX_BACKOFF_MS)
+    return icechunk.RepositoryConfig(storage=icechunk.StorageSettings(retries=retries))
+
+
+def obstore_retries() -> dict[str, Any]:
+    """obstore's ``retry_config`` with the same tries and backoffs as Icechunk's."""
+    from datetime import timedelta
+
+    from sarray.config import S3_INITIAL_BACKOFF_MS, S3_MAX_BACKOFF_MS
+
+    tries = s3_max_tries()
+    waits = [min(S3_INITIAL_BACKOFF_MS * 2**i, S3_MAX_BACKOFF_MS) for i in range(tries - 1)]
+    return {"max_retries": tries - 1,
+            "backoff": {"init_backoff": timedelta(milliseconds=S3_INITIAL_BACKOFF_MS),
+                        "max_backoff": timedelta(milliseconds=S3_MAX_BACKOFF_MS), "base": 2.0},
+            # obstore stops retrying after this long in all: the sum of the waits, and a margin
+            "retry_timeout": timedelta(milliseconds=sum(waits) + 10_000)}
+
+
 def is_s3_url(text: str | os.PathLike[str]) -> bool:
     """Whether ``text`` names an object store location (``s3://...``)."""
     return os.fspath(text).startswith("s3://")
@@ -279,6 +320,21 @@ def _s3_reason(e: BaseException) -> str:
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
         return f"the endpoint {endpoint} does not answer; check AWS_ENDPOINT_URL and the network"
     return first_line(e)
+
+
+def storage_failure(e: BaseException) -> str | None:
+    """One line for an error of the object store's clients (Icechunk's, obstore's) that
+    reached the command, naming the endpoint; None for any other error."""
+    module = type(e).__module__ or ""
+    if not module.startswith(("icechunk", "obstore")):
+        return None
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+    text = str(e)
+    gone = any(k in text for k in ("dispatch failure", "error sending request", "connection",
+                                   "timed out", "retries"))
+    what = "stopped answering" if gone else f"failed ({_s3_reason(e)})"
+    return (f"the object store at {endpoint} {what}, after its retries; nothing partial is "
+            "listed: rerun the same command (translate resumes from its last commit)")
 
 
 def upload_file(path: Path, loc: Location, *, what: str) -> str:

@@ -48,7 +48,7 @@ from sarray.archive.layout import (
     SceneRecord,
     validate_scene_id,
 )
-from sarray.archive.location import Location
+from sarray.archive.location import Location, repository_config
 from sarray.config import STALE_INTENT_S
 from sarray.errors import ArchiveError, SceneNotFoundError
 
@@ -271,7 +271,7 @@ class Archive:
         import icechunk
 
         try:
-            return icechunk.Repository.open(self._scene_storage(location))
+            return icechunk.Repository.open(self._scene_storage(location), config=repository_config())
         except icechunk.IcechunkError as e:
             raise ArchiveError(
                 f"{self.url}: scene repository {SCENES_GROUP}/{location} cannot be opened "
@@ -336,8 +336,9 @@ class Archive:
         try:
             self.location.write_bytes(f"{PENDING_DIR}/{location}.json", json.dumps(intent).encode())
             storage = self._scene_storage(location)
-            repo = (icechunk.Repository.open(storage) if icechunk.Repository.exists(storage)
-                    else icechunk.Repository.create(storage))
+            repo = (icechunk.Repository.open(storage, config=repository_config())
+                    if icechunk.Repository.exists(storage)
+                    else icechunk.Repository.create(storage, config=repository_config()))
         except OSError as e:
             raise ArchiveError(f"{self.url}: cannot write ({_os_reason(e)}); check the path and "
                                "its permissions") from None
@@ -409,7 +410,8 @@ class Archive:
         storage = self._scene_storage(location)
         if not icechunk.Repository.exists(storage):
             return None
-        session = icechunk.Repository.open(storage).readonly_session(branch="main")
+        repo = icechunk.Repository.open(storage, config=repository_config())
+        session = repo.readonly_session(branch="main")
         try:
             attrs = dict(zarr.open_group(store=session.store, mode="r", zarr_format=3).attrs)
         except Exception:  # no root group yet: nothing was committed

@@ -137,7 +137,7 @@ def s3_filesystem() -> Any:
     product: its metadata reads are kept with it, see :class:`_MetadataOnce`)."""
     from obstore.fsspec import FsspecStore
 
-    from sarray.archive.location import s3_settings
+    from sarray.archive.location import obstore_retries, s3_settings
 
     class _Store(_MetadataOnce, FsspecStore):
         cachable = False
@@ -145,7 +145,7 @@ def s3_filesystem() -> Any:
     s3 = s3_settings()
     config = {k: v for k, v in {"endpoint": s3["endpoint_url"], "region": s3["region"]}.items() if v}
     client = {"allow_http": True} if s3["allow_http"] else {}
-    return _Store("s3", config=config, client_options=client)
+    return _Store("s3", config=config, client_options=client, retry_config=obstore_retries())
 
 
 def s3_exists(fs: Any, key: str, url: str) -> bool:

@@ -7,6 +7,7 @@ all-NaN bands) before the first commit, so a bad file among many leaves the arch
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import datetime as dt
 import json
 import os
@@ -209,8 +210,6 @@ def ingest(
     Raises:
         IngestError: a bad input, naming the file; the archive is left unchanged.
     """
-    import contextlib
-
     from rasterio.env import get_gdal_config, set_gdal_config
 
     from sarray.config import GDAL_CACHE_MB
@@ -290,7 +289,10 @@ def _ingest(paths: list[str | Path], archive: str | Path, config: IngestConfig,
                 finals.append((writer, record, src, staged_on))
         except BaseException:
             for writer in writers:
-                arch.discard(writer)
+                # The store may be what failed (an endpoint gone): the unlisted repository and
+                # its intent then stay, listed nowhere, until a later run sweeps stale intents.
+                with contextlib.suppress(Exception):
+                    arch.discard(writer)
             raise
 
         # 5. Commit each scene (its repository, then its catalog row).

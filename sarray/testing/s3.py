@@ -98,6 +98,7 @@ class CountingProxy:
         self.down = 0  # bytes from the server to the clients
         self.up = 0  # bytes from the clients to the server
         self._cut = False
+        self.refused = 0  # connections refused while cut: clients that tried during an outage
         self._socks: set[socket.socket] = set()
         self._lock = __import__("threading").Lock()
         self._server = socket.socket()
@@ -143,6 +144,7 @@ class CountingProxy:
             except OSError:
                 return
             if self._cut:
+                self.refused += 1
                 client.close()
                 continue
             try:
