@@ -24,7 +24,7 @@ def export_cog(archive: Archive, scene_id: str, out: str | Path) -> Path | str:
 
     Band descriptions carry the polarisation labels; the archive's units are in the tags.
     """
-    _check_suffix(out, (".tif", ".tiff"))
+    check_suffix(out, (".tif", ".tiff"))
     if not is_s3_url(out):
         return _export_cog(archive, scene_id, Path(out))
     loc = s3_destination(str(out), what="out")
@@ -33,9 +33,10 @@ def export_cog(archive: Archive, scene_id: str, out: str | Path) -> Path | str:
         return upload_file(local, loc, what="out")
 
 
-def _check_suffix(out: str | Path, suffixes: tuple[str, ...]) -> None:
+def check_suffix(out: str | Path, suffixes: tuple[str, ...], what: str = "out") -> None:
+    """Refuse a path or URL ``out`` (the option ``what``) that does not end in ``suffixes``."""
     if not os.fspath(out).lower().endswith(suffixes):
-        raise ConfigError(f"`out` ({out}) must end in {' or '.join(suffixes)}")
+        raise ConfigError(f"`{what}` ({out}) must end in {' or '.join(suffixes)}")
 
 
 def _export_cog(archive: Archive, scene_id: str, out: Path) -> Path:
@@ -120,7 +121,7 @@ def save_png(image: np.ndarray, out: str | Path) -> Path | str:
 
 def write_quicklook(archive: Archive, scene_id: str, out: str | Path, **kw: Any) -> Path | str:
     """Render and save a quicklook PNG (see :func:`render_quicklook`)."""
-    _check_suffix(out, (".png",))
+    check_suffix(out, (".png",))
     if is_s3_url(out):
         s3_destination(str(out), what="out")  # before the rendering
     return save_png(render_quicklook(archive, scene_id, **kw), out)

@@ -317,8 +317,8 @@ def _s3_reason(e: BaseException) -> str:
         if marker in text:
             return reason
     if "retries" in text:  # obstore gave up on the connection
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
-        return f"the endpoint {endpoint} does not answer; check AWS_ENDPOINT_URL and the network"
+        return (f"the endpoint {s3_endpoint() or 'AWS S3'} does not answer; check "
+                "AWS_ENDPOINT_URL and the network")
     return first_line(e)
 
 
@@ -328,7 +328,7 @@ def storage_failure(e: BaseException) -> str | None:
     module = type(e).__module__ or ""
     if not module.startswith(("icechunk", "obstore")):
         return None
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+    endpoint = s3_endpoint() or "AWS S3"
     text = str(e)
     gone = any(k in text for k in ("dispatch failure", "error sending request", "connection",
                                    "timed out", "retries"))
@@ -351,9 +351,14 @@ def upload_file(path: Path, loc: Location, *, what: str) -> str:
     return loc.url
 
 
+def s3_endpoint() -> str | None:
+    """The S3 endpoint of the standard AWS variables (None: AWS itself)."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
 def s3_settings() -> dict[str, Any]:
     """S3 endpoint, region and http switch from the standard AWS environment variables."""
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    endpoint = s3_endpoint()
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
     allow_http = os.environ.get("AWS_ALLOW_HTTP", "").lower() in _TRUE
     if endpoint and endpoint.startswith("http://") and not allow_http:

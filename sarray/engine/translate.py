@@ -156,15 +156,15 @@ def translate(
 def _check_exports(cog: str | Path | None, quicklook: str | Path | None) -> None:
     """The export paths' suffixes, and an ``s3://`` one's bucket and endpoint: before the job,
     not after it."""
+    from sarray.archive.export import check_suffix
     from sarray.archive.location import is_s3_url, s3_destination
 
-    for what, dest, suffixes in (("cog", cog, (".tif", ".tiff")), ("quicklook", quicklook, (".png",))):
+    for what, dest, suffixes in (("--cog", cog, (".tif", ".tiff")), ("--quicklook", quicklook, (".png",))):
         if dest is None:
             continue
-        if not os.fspath(dest).lower().endswith(suffixes):
-            raise ConfigError(f"`--{what}` ({dest}) must end in {' or '.join(suffixes)}")
+        check_suffix(dest, suffixes, what)
         if is_s3_url(dest):
-            s3_destination(os.fspath(dest), what=f"--{what}")
+            s3_destination(os.fspath(dest), what=what)
 
 
 def _export(arch: Archive, out_arch: Archive, scene_ids: list[str], summaries: list[TranslateSummary],
